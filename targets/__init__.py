@@ -1,0 +1,1 @@
+"""Target descriptions (one TOML per board), installed as ``edgedistill.target_files``."""
