@@ -1,0 +1,1 @@
+"""Click commands, one module per stage; each parses, calls the library and prints."""

@@ -1,0 +1,60 @@
+"""Listing commands: ``edgedistill models`` and ``edgedistill datasets``."""
+
+from __future__ import annotations
+
+import click
+
+from edgedistill.commands.common import friendly_errors, json_option, print_json
+from edgedistill.ui import out_console, si, table
+
+
+@click.command("models")
+@click.option("--kind", "-k", default="shift", show_default=True, help="Cheap conv of the student column.")
+@click.option("--groups", type=int, default=4, show_default=True)
+@click.option("--in-channels", type=int, default=3, show_default=True)
+@click.option("--image-size", type=int, default=32, show_default=True)
+@json_option
+@friendly_errors
+def models_command(kind: str, groups: int, in_channels: int, image_size: int, as_json: bool) -> None:
+    """The registered architectures, with params and MACs of teacher and student."""
+    from edgedistill.cheap import CheapSpec
+    from edgedistill.errors import ToolchainError
+    from edgedistill.models import ModelSpec, complexity, create_model, model_names
+
+    cheap = CheapSpec(kind, groups)
+    rows = []
+    for name in model_names():
+        if name == "online-teacher":
+            continue
+        try:
+            teacher = complexity(create_model(ModelSpec(name, 10, in_channels)), (1, in_channels, image_size, image_size))
+            student = complexity(create_model(ModelSpec(name, 10, in_channels, cheap=cheap)), (1, in_channels, image_size, image_size))
+        except ToolchainError as exc:
+            rows.append({"model": name, "unavailable": exc.hint or exc.message})
+            continue
+        rows.append({"model": name, "teacher": teacher.to_dict(), "student": student.to_dict()})
+    if as_json:
+        print_json(rows)
+        return
+    out_console.print(table(
+        f"models at {in_channels}×{image_size}×{image_size}, 10 classes; student = {kind}",
+        ["model", "teacher params", "teacher MACs", "student params", "student MACs", "MACs ratio"],
+        [
+            (r["model"], si(r["teacher"]["params"]), si(r["teacher"]["macs"]), si(r["student"]["params"]),
+             si(r["student"]["macs"]), f"{r['teacher']['macs'] / r['student']['macs']:.1f}×")
+            if "teacher" in r else (r["model"], "needs torchvision", None, None, None, None)
+            for r in rows
+        ],
+    ))
+
+
+@click.command("datasets")
+def datasets_command() -> None:
+    """The dataset names --dataset accepts."""
+    from edgedistill.data import dataset_names
+
+    for name in dataset_names():
+        click.echo(name)
+
+
+COMMANDS = [models_command, datasets_command]

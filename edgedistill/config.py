@@ -1,0 +1,119 @@
+"""The training configuration: defaults, config files, and CLI overrides.
+
+Precedence: built-in defaults < config file (YAML or TOML) < command-line flags.
+The resolved configuration is written to ``RUN_DIR/config.yaml`` so every run
+can be repeated with ``edgedistill train --config RUN_DIR/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgedistill.errors import EdgeDistillError
+from edgedistill.utils.names import unknown_name
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    model: str = "resnet20"
+    kind: str = "shift"
+    groups: int = 4
+    method: str = "od"
+    students: int = 4
+    network: str = "student"
+    teacher_checkpoint: str | None = None
+    temperature: float = 4.0
+    kl_weight: float = 1.0
+    # data
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    download: bool = False
+    val_size: float = 0.1
+    limit: int | None = None
+    image_size: int | None = None
+    hflip: bool | None = None
+    # optimisation (the paper's schedule, scaled to --epochs)
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    schedule: str = "multistep"
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = 0.1
+    seed: int = 0
+    # where and how
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = False
+    threads: int | None = None
+    out: str | None = None
+
+    def validate(self) -> TrainConfig:
+        checks = [
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.lr > 0, "--lr must be positive"),
+            (self.temperature > 0, "--temperature must be positive"),
+            (self.kl_weight >= 0, "--kl-weight must be ≥ 0"),
+            (self.students >= 1, "--students must be at least 1"),
+            (self.val_size >= 0, "--val-size must be ≥ 0 (a count, or a fraction below 1)"),
+            (self.schedule in ("multistep", "cosine", "constant"), "--schedule is multistep, cosine or constant"),
+            (all(0 < m < 1 for m in self.milestones), "milestones are fractions of the run, between 0 and 1"),
+            (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "--device is auto, cpu or cuda"),
+            (self.method != "kd" or self.teacher_checkpoint is not None,
+             "--method kd needs --teacher-checkpoint (a run of '--method alone --network teacher')"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise EdgeDistillError(f"invalid configuration: {message}")
+        return self
+
+    @property
+    def val_split(self) -> int | float:
+        """``val_size`` as load_dataset wants it: a count (≥ 1) or a fraction (< 1)."""
+        return self.val_size if 0 < self.val_size < 1 else int(self.val_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key.replace("-", "_") not in names:
+                err = unknown_name(f"setting in {source}", key, names)
+                raise EdgeDistillError(err.message, err.hint)
+        return cls(**{key.replace("-", "_"): value for key, value in values.items()})
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a ``.yaml``/``.yml`` or ``.toml`` file (flat, or under a ``train`` table)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeDistillError(f"config file not found: {path}", "check the path given to --config")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise EdgeDistillError(f"cannot parse config file {path}: {exc}", "fix the syntax") from exc
+    data = data or {}
+    if not isinstance(data, dict):
+        raise EdgeDistillError(f"config file {path} must hold a mapping of settings", "e.g. 'epochs: 30'")
+    return data.get("train", data)
+
+
+def config_yaml(config: TrainConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,134 @@
+"""End-to-end training on real data (scikit-learn digits): learning, files, resume, errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgedistill.checkpoints import load_model_checkpoint
+from edgedistill.cli import main
+from edgedistill.config import TrainConfig
+from edgedistill.errors import EdgeDistillError, TrainingDivergedError
+from edgedistill.training import train
+
+FAST = {"dataset": "digits", "model": "resnet8", "batch_size": 64, "threads": 1, "val_size": 0.2}
+
+
+def _cfg(tmp: Path, name: str, **kw: object) -> TrainConfig:
+    return TrainConfig.from_dict({**FAST, "out": str(tmp / name), **kw})
+
+
+@pytest.fixture(scope="module")
+def od_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("od")
+    train(_cfg(out, "run", method="od", students=2, epochs=6, lr=0.05))
+    return out / "run"
+
+
+def test_od_run_learns_and_writes_the_run_directory(od_run: Path) -> None:
+    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "summary.json", "student-best.pt", "student-last.pt",
+                 "online-teacher-best.pt", "online-teacher-last.pt", "checkpoints/train-state.pt"):
+        assert (od_run / name).is_file(), name
+    assert not list(od_run.rglob("*.tmp")), "temporary files left behind"
+    student = load_model_checkpoint(od_run / "student-best.pt")
+    assert student.spec.cheap is not None and student.spec.cheap.kind == "shift"
+    assert student.metrics["val_top1"] > 0.6  # 10 classes: chance is 0.1
+    assert student.metrics["test_top1"] > 0.6
+    assert student.data["name"] == "digits" and student.data["in_channels"] == 1
+    lines = (od_run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 6
+
+
+def test_eval_command_reproduces_the_test_accuracy(od_run: Path) -> None:
+    result = CliRunner().invoke(main, ["eval", str(od_run), "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    report = json.loads(result.output)
+    assert report["top1"] == pytest.approx(load_model_checkpoint(od_run / "student-best.pt").metrics["test_top1"])
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return load_model_checkpoint(path).state_dict
+
+
+def test_resume_after_kill_reaches_the_same_weights(tmp_path: Path) -> None:
+    kw = {"method": "mutual", "epochs": 3, "limit": 600}
+    train(_cfg(tmp_path, "straight", **kw))
+    args = [sys.executable, "-m", "edgedistill.cli", "train", "--quiet", "--method", "mutual", "--epochs", "3",
+            "--limit", "600", "--out", str(tmp_path / "killed")]
+    args += [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 1) and proc.poll() is None:
+        assert time.monotonic() < deadline, "first epoch never finished"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-way through the second epoch
+    proc.wait()
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    result = CliRunner().invoke(main, ["train", "--quiet", "--resume", "--out", str(tmp_path / "killed")])
+    assert result.exit_code == 0, result.output
+    for name in ("student-last.pt", "teacher-last.pt"):
+        a, b = _state(tmp_path / "straight" / name), _state(tmp_path / "killed" / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_kd_from_a_trained_teacher_and_config_file_precedence(tmp_path: Path) -> None:
+    teacher = train(_cfg(tmp_path, "teacher", method="alone", network="teacher", epochs=1, limit=300))
+    assert [n.role for n in teacher.networks] == ["teacher"]
+    config = tmp_path / "kd.yaml"
+    config.write_text("method: kd\nepochs: 5\nlimit: 300\nkl_weight: 0.5\n")
+    result = CliRunner().invoke(main, [
+        "train", "--config", str(config), "--epochs", "1", "--teacher-checkpoint", str(tmp_path / "teacher"),
+        "--out", str(tmp_path / "kd"), "--quiet", *[f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()],
+    ])
+    assert result.exit_code == 0, result.output
+    assert "epochs: 1" in (tmp_path / "kd" / "config.yaml").read_text()  # the flag beat the file
+    assert "kl_weight: 0.5" in (tmp_path / "kd" / "config.yaml").read_text()
+    assert load_model_checkpoint(tmp_path / "kd" / "teacher-best.pt").spec.cheap is None
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path: Path) -> None:
+    with pytest.raises(TrainingDivergedError, match="loss became"):
+        train(_cfg(tmp_path, "nan", method="alone", epochs=1, lr=1e12, limit=600))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "resnet2O"], "did you mean 'resnet20'"),
+    (["--dataset", "cifar-10"], "did you mean 'cifar10'"),
+    (["--method", "odd"], "did you mean 'od'"),
+    (["--kind", "depthwsie"], "did you mean 'depthwise'"),
+    (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "cifar10 not found"),
+    (["--method", "kd"], "needs --teacher-checkpoint"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+])
+def test_bad_input_gives_one_clear_error(tmp_path: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["train", "--quiet", "--out", str(tmp_path / "bad"), *args])
+    assert result.exit_code == 2
+    assert "error:" in result.output and message in result.output
+    assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_existing_run_is_not_overwritten_and_resume_needs_a_run(od_run: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["train", "--quiet", "--out", str(od_run)])
+    assert result.exit_code == 2 and "already holds a training run" in result.output
+    result = CliRunner().invoke(main, ["train", "--quiet", "--resume", "--out", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "nothing to resume" in result.output
+
+
+def test_corrupt_checkpoint_gives_one_clear_error(tmp_path: Path, od_run: Path) -> None:
+    broken = tmp_path / "student-best.pt"
+    broken.write_bytes((od_run / "student-best.pt").read_bytes()[:1000])
+    result = CliRunner().invoke(main, ["eval", str(broken)])
+    assert result.exit_code == 2 and "corrupt" in result.output
+    with pytest.raises(EdgeDistillError, match="not found"):
+        load_model_checkpoint(tmp_path / "missing.pt")
