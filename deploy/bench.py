@@ -1,0 +1,120 @@
+"""Benchmark a bundle's student and teacher on this machine (edgedistill-bench/1).
+
+Both models are loaded first, then measured with :func:`deploy.measure.interleaved`
+so they see the same machine state; each output is checked against the
+manifest's output shape afterwards (the first timed call must be the first
+call). Memory figures come from fresh child processes. Every result carries
+the accuracy and hash of the exact artifact it timed.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from deploy import BENCH_FORMAT
+from deploy.env import environment_record
+from deploy.errors import DeployError
+from deploy.manifest import Bundle, sha256_file
+from deploy.measure import MeasureConfig, interleaved
+from deploy.memory import memory_figures
+from deploy.runners import Runner, open_runner
+from deploy.trt_build import read_engine_record
+
+
+def make_input(shape: Any, dtype: str = "float32", seed: int = 0) -> np.ndarray:
+    """A fixed pseudo-random input: latency of these CNNs does not depend on the values."""
+    return np.random.default_rng(seed).standard_normal(tuple(shape)).astype(dtype)
+
+
+def check_output(model: str, output: np.ndarray, expected: Optional[Any]) -> np.ndarray:
+    """Refuse an output whose shape differs from the manifest's or that is not finite."""
+    if expected is not None and tuple(output.shape) != tuple(expected):
+        raise DeployError(
+            f"{model} output shape {tuple(output.shape)} does not match the manifest's {tuple(expected)}",
+            "the bundle's model and manifest disagree: re-export the bundle",
+        )
+    if not np.all(np.isfinite(output)):
+        raise DeployError(f"{model} produced non-finite outputs", "the artifact is broken for this runtime: re-export")
+    return output
+
+
+def _precision(bundle: Bundle, backend: str, artifact: Any) -> Optional[str]:
+    if backend == "tensorrt":
+        record = read_engine_record(artifact) or {}
+        return record.get("precision_built")
+    return "fp32" if backend == "onnxruntime" else str(bundle.manifest.get("precision", "fp32"))
+
+
+def bench_bundle(
+    bundle: Bundle,
+    backend: str,
+    models: List[str],
+    threads: int,
+    config: MeasureConfig = MeasureConfig(),
+    memory: bool = True,
+    memory_runs: int = 10,
+    precision: Optional[str] = None,
+    runtime_only: bool = False,
+) -> Dict[str, Any]:
+    """Measure ``models`` of ``bundle`` with ``backend``; return the result document.
+
+    ``runtime_only`` (TVM) is for the device CLI: see :class:`deploy.runners.TvmRunner`.
+    """
+    artifacts = {model: bundle.artifact_path(model, backend, precision) for model in models}
+    runners: Dict[str, Runner] = {
+        model: open_runner(backend, artifacts[model], threads, runtime_only=runtime_only) for model in models
+    }
+    x = make_input(bundle.input_shape, bundle.input_dtype)
+    stats = interleaved({model: (lambda runner=runner: runner.run(x)) for model, runner in runners.items()}, config)
+    outputs = {model: check_output(model, runner.run(x), bundle.output_shape) for model, runner in runners.items()}
+    used_threads = {model: runner.threads for model, runner in runners.items()}
+    del runners  # free the models before the memory probes run in child processes
+
+    files = bundle.manifest.get("files", {})
+    results = []
+    for model in models:
+        entry = bundle.model(model)
+        relative = bundle.relative(artifacts[model])
+        results.append(
+            {
+                "model": model,
+                "backend": backend,
+                "threads": used_threads[model],
+                "latency_ms": stats[model].to_dict(),
+                "memory": memory_figures(
+                    backend,
+                    artifacts[model],
+                    bundle.onnx_path(model),
+                    bundle.input_shape,
+                    threads,
+                    memory_runs,
+                    bundle.input_dtype,
+                )
+                if memory
+                else None,
+                "output_shape": list(outputs[model].shape),
+                "precision": _precision(bundle, backend, artifacts[model]),
+                "artifact": relative,
+                "artifact_sha256": files.get(relative) or sha256_file(artifacts[model]),
+                "accuracy": entry.get("accuracy"),
+                "params": entry.get("params"),
+                "macs": entry.get("macs"),
+                "arch": entry.get("arch"),
+                "cheap": entry.get("cheap"),
+            }
+        )
+    return {
+        "format": BENCH_FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "environment": environment_record(max(used_threads.values())),
+        "bundle": {
+            "target": bundle.target_name,
+            "created": bundle.manifest.get("created"),
+            "input_shape": list(bundle.input_shape),
+        },
+        "method": config.to_dict(),
+        "results": results,
+    }
