@@ -1,0 +1,237 @@
+"""Compile an ONNX model with Apache TVM 0.27 (Relax) for a target, and run the result locally.
+
+* CPU code (x86 or aarch64) goes into ``out_path``: a ``.so`` linked with this
+  machine's C compiler, or with the target's cross compiler
+  (``aarch64-linux-gnu-gcc``) for another architecture; or a ``.tar`` of object
+  files, which needs no compiler here but a C compiler on the device, where
+  ``tvm.runtime.load_module`` links it at load time.
+* GPU targets (Jetson) additionally get ``<stem>.cuda.<ext>``: aarch64 host code
+  plus CUDA kernels, which TVM 0.27 ships as CUDA C and compiles on the device
+  (see :mod:`edgedistill.export.tvm_cuda`). :class:`TvmArtifact` records which
+  devices got machine code here (``compiled_for``) and why the others did not.
+* ``tune_trials > 0`` tunes the CPU code with MetaSchedule and keeps the
+  database (see :mod:`edgedistill.export.tvm_tuning`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgedistill.errors import ToolchainError
+from edgedistill.export import tvm_cuda
+from edgedistill.export.targets import Target, host_arch, host_can_run
+from edgedistill.export.tvm_import import FALLBACK_HINT, import_tvm, onnx_to_relax
+from edgedistill.export.tvm_tuning import apply_tuning, database_dir, default_tuning_dir, graph_hash
+from edgedistill.utils.atomic import atomic_path
+
+FORMATS = ("so", "tar")
+NATIVE_COMPILERS = ("g++", "gcc", "cc", "clang++", "clang")  # the order tvm.support.cc.get_cc uses
+
+
+@dataclass(frozen=True)
+class TvmArtifact:
+    """What was compiled, for which devices, and how."""
+
+    path: Path  # CPU library
+    format: str  # "so" | "tar"
+    target: dict[str, Any]  # TVM target of ``path`` (the board's CPU)
+    compiled_for: list[str]  # devices with machine code made here: ["cpu"]
+    not_compiled: dict[str, str]  # device -> why it has no machine code from here
+    gpu_path: Path | None = None  # GPU library (CUDA C kernels + CPU host code), GPU targets only
+    gpu_target: dict[str, Any] | None = None  # its TVM target, CPU host included
+    gpu_kernels: int = 0
+    tuned_trials: int = 0
+    tuning_database: Path | None = None
+    tuning_reused: bool = False
+    compile_seconds: float = 0.0
+    linker: str = ""  # compiler that linked the .so ("" for .tar)
+
+    def manifest(self, root: str | os.PathLike[str]) -> dict[str, Any]:
+        """The ``artifacts.tvm`` entry of a bundle manifest, paths relative to ``root``."""
+        entry: dict[str, Any] = {
+            "path": os.path.relpath(self.path, root),
+            "format": self.format,
+            "target": self.target,
+            "compiled_for": list(self.compiled_for),
+            "not_compiled": dict(self.not_compiled),
+            "tuning": {"trials": self.tuned_trials, "reused": self.tuning_reused},
+            "compile_seconds": round(self.compile_seconds, 2),
+        }
+        if self.gpu_path is not None:
+            entry["gpu"] = {"path": os.path.relpath(self.gpu_path, root), "target": self.gpu_target, "kernels": self.gpu_kernels, "code": "cuda-source"}
+        return entry
+
+
+def _format_of(path: Path) -> str:
+    fmt = path.suffix.lstrip(".")
+    if fmt not in FORMATS:
+        raise ToolchainError(f"cannot tell the TVM library format from '{path.name}'", "name it *.so (shared library) or *.tar (object files)")
+    return fmt
+
+
+def _install_hint(compiler: str) -> str:
+    if compiler.endswith("-gcc"):  # Debian names the package after the triple: gcc-aarch64-linux-gnu
+        return f"apt-get install gcc-{compiler[: -len('-gcc')]}, or export a .tar (needs no cross compiler; the device links it)"
+    return f"install {compiler}, or export a .tar (the device links it)"
+
+
+def _linker(target: Target) -> str:
+    """The compiler that links a ``.so`` for ``target`` on this machine, or a ToolchainError."""
+    if target.arch == host_arch():
+        wanted = [os.environ["CC"]] if os.environ.get("CC") else list(NATIVE_COMPILERS)
+    elif target.cross_compiler:
+        wanted = [target.cross_compiler]
+    else:
+        raise ToolchainError(
+            f"target '{target.name}' is {target.arch} and names no cross compiler",
+            'add cross_compiler = "..." under [tvm] in its TOML, or export a .tar',
+        )
+    for name in wanted:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ToolchainError(f"C compiler '{wanted[0]}' not found (needed to link the {target.arch} .so)", _install_hint(wanted[0]))
+
+
+def _export(tvm: Any, executable: Any, out: Path, fmt: str, linker: str, report: Callable[[str], None]) -> None:
+    report(f"linking {out.name}" + (f" with {os.path.basename(linker)}" if linker else ""))
+    fcompile = tvm.support.tar.tar if fmt == "tar" else tvm.support.cc.cross_compiler(linker)
+    with atomic_path(out) as tmp:
+        try:
+            executable.export_library(str(tmp), fcompile=fcompile)
+        except Exception as exc:  # compiler failures surface as RuntimeError/tvm errors
+            hint = _install_hint(os.path.basename(linker)) if linker else "check that the `tar` program works"
+            raise ToolchainError(f"writing {out.name} failed: {str(exc).strip().splitlines()[-1]}", hint) from exc
+
+
+def _build(tvm: Any, mod: Any, target: dict[str, Any]) -> Any:
+    try:
+        return tvm.compile(mod, tvm.target.Target(target))
+    except Exception as exc:  # TVM raises its own error types
+        raise ToolchainError(f"TVM could not compile for {target.get('kind')}: {str(exc).strip().splitlines()[-1]}", FALLBACK_HINT) from exc
+
+
+def _cpu_target(target: Target) -> dict[str, Any]:
+    """The board's LLVM target with num-cores, which MetaSchedule's CPU rules need."""
+    cpu = target.tvm_cpu_target
+    cpu.setdefault("num-cores", target.threads)
+    return cpu
+
+
+def _check_llvm_cpu(tvm: Any, cpu: dict[str, Any], target: Target) -> None:
+    if not tvm.target.codegen.llvm_is_valid_cpu(cpu["mcpu"], cpu["mtriple"]):
+        raise ToolchainError(
+            f"LLVM {tvm.target.codegen.llvm_version_major()} does not know CPU '{cpu['mcpu']}' ({target.source})",
+            "use an LLVM CPU name, e.g. cortex-a72, x86-64-v3",
+        )
+
+
+def _gpu_library(
+    tvm: Any, mod: Any, gpu: dict[str, Any], out: Path, fmt: str, linker: str, report: Callable[[str], None]
+) -> tuple[Path | None, int, str]:
+    """Write the GPU library: (its path or None, kernel count, why the GPU has no machine code from here).
+
+    A failure here is recorded rather than raised: the CPU library is already written and usable.
+    """
+    report(f"generating CUDA kernels for {gpu['arch']}")
+    try:
+        executable = _build(tvm, mod, gpu)
+        source = tvm_cuda.cuda_source(executable)
+        kernels = len(tvm_cuda.kernel_names(source))
+        _, check = tvm_cuda.nvcc_check(source, gpu["arch"])
+        _export(tvm, executable, out, fmt, linker, report)
+    except ToolchainError as exc:
+        return None, 0, f"no GPU library: {exc.message}"
+    return out, kernels, tvm_cuda.gpu_note(gpu["arch"], kernels, out.name, check)
+
+
+def gpu_library_path(out: Path) -> Path:
+    """``models/student.tvm.so`` -> ``models/student.tvm.cuda.so``."""
+    return out.with_name(f"{out.stem}.cuda{out.suffix}")
+
+
+def compile_onnx(
+    onnx_path: str | os.PathLike[str],
+    target: Target,
+    out_path: str | os.PathLike[str],
+    *,
+    input_name: str,
+    input_shape: Sequence[int],
+    tune_trials: int = 0,
+    tuning_dir: str | os.PathLike[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> TvmArtifact:
+    """Compile ``onnx_path`` for ``target`` into ``out_path`` (``.so`` or ``.tar``).
+
+    Tools are checked before any work starts, so a missing cross compiler fails
+    in a second, not after tuning. ``tuning_dir`` defaults to
+    ``~/.cache/edgedistill/tvm-tuning``.
+    """
+    report = progress or (lambda _msg: None)
+    out = Path(out_path)
+    fmt = _format_of(out)
+    if tune_trials < 0:
+        raise ToolchainError(f"tune_trials = {tune_trials} is negative", "use 0 (no tuning) or a trial budget such as 200")
+    tvm = import_tvm()
+    linker = _linker(target) if fmt == "so" else ""
+    cpu = _cpu_target(target)
+    _check_llvm_cpu(tvm, cpu, target)
+    start = time.perf_counter()
+
+    model = onnx.load(os.fspath(onnx_path))
+    report(f"importing {Path(onnx_path).name} into TVM Relax ({len(model.graph.node)} nodes)")
+    mod = onnx_to_relax(model, input_name, input_shape)
+
+    cpu_mod, tuning = mod, None
+    if tune_trials > 0:
+        db_dir = database_dir(Path(tuning_dir) if tuning_dir else default_tuning_dir(), target.name, graph_hash(model, input_shape), cpu, tune_trials, tvm.__version__)
+        cpu_mod, tuning = apply_tuning(mod, tvm.target.Target(cpu), db_dir=db_dir, trials=tune_trials, can_tune=host_can_run(target), report=report)
+    report(f"compiling for {cpu['mtriple']} / {cpu['mcpu']}")
+    _export(tvm, _build(tvm, cpu_mod, cpu), out, fmt, linker, report)
+
+    not_compiled: dict[str, str] = {}
+    gpu_path, gpu_kernels = None, 0
+    gpu = target.tvm_gpu_target
+    if gpu is not None:
+        gpu["host"] = cpu
+        gpu_path, gpu_kernels, not_compiled["gpu"] = _gpu_library(tvm, mod, gpu, gpu_library_path(out), fmt, linker, report)
+        if tune_trials > 0:
+            not_compiled["gpu"] += "; GPU kernels are untuned (tuning needs the GPU)"
+    return TvmArtifact(
+        path=out,
+        format=fmt,
+        target=cpu,
+        compiled_for=["cpu"],
+        not_compiled=not_compiled,
+        gpu_path=gpu_path,
+        gpu_target=gpu,
+        gpu_kernels=gpu_kernels,
+        tuned_trials=tune_trials if tuning else 0,
+        tuning_database=tuning.database if tuning else None,
+        tuning_reused=tuning.reused if tuning else False,
+        compile_seconds=time.perf_counter() - start,
+        linker=linker,
+    )
+
+
+def run_local(library_path: str | os.PathLike[str], inputs: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Run a compiled library on this machine (``device`` "cpu" or "cuda") and return the first output."""
+    tvm = import_tvm()
+    from tvm import relax
+
+    dev = tvm.device(device)
+    try:
+        vm = relax.VirtualMachine(tvm.runtime.load_module(os.fspath(library_path)), dev)
+        out = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(inputs), dev))
+    except Exception as exc:  # TVM raises its own error types
+        raise ToolchainError(f"cannot run {library_path} here: {str(exc).strip().splitlines()[-1]}", "run it on the device it was compiled for") from exc
+    return (out if hasattr(out, "numpy") else out[0]).numpy()
