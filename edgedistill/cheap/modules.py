@@ -49,11 +49,12 @@ def shift_channels(x: torch.Tensor, kernel_size: int, reverse: bool = False) -> 
     # (N, G, K², H+2r, W+2r): the direction index is the fastest-varying channel index.
     padded = F.pad(x[:, : groups * k2], (r, r, r, r)).reshape(n, groups, k2, h + 2 * r, w + 2 * r)
     # out[y, x] = in[y - dy, x - dx]  ⇔  padded[y - dy + r, x - dx + r]
+    # Slices that keep the K² dim (i:i+1) export to Slice + Concat, with no Gather/Unsqueeze.
     pieces = [
-        padded[:, :, i, r - sign * dy : r - sign * dy + h, r - sign * dx : r - sign * dx + w]
+        padded[:, :, i : i + 1, r - sign * dy : r - sign * dy + h, r - sign * dx : r - sign * dx + w]
         for i, (dx, dy) in enumerate(shift_directions(kernel_size))
     ]
-    out = torch.stack(pieces, dim=2).reshape(n, groups * k2, h, w)
+    out = torch.cat(pieces, dim=2).reshape(n, groups * k2, h, w)
     return out if groups * k2 == c else torch.cat([out, x[:, groups * k2 :]], dim=1)
 
 

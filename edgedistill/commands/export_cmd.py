@@ -1,0 +1,98 @@
+"""``edgedistill export`` and ``edgedistill targets``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from edgedistill.commands.common import friendly_errors, json_option, print_json
+from edgedistill.ui import err_console, mib, out_console, pct, si, table
+
+
+@click.command("export", epilog="Example: edgedistill export runs/od --target rpi4   (then: edgedistill bench bundles/od-rpi4-tvm)")
+@click.argument("source", type=click.Path())
+@click.option("--target", "-t", default="host", show_default=True, help="A target name (edgedistill targets), alias, or your own TOML file.")
+@click.option("--model", "models", type=click.Choice(["student", "teacher", "both"]), default="both", show_default=True)
+@click.option("--backend", "-b", help="tvm | tensorrt | onnxruntime  [default: the target's first backend]")
+@click.option("--out", "-o", help="Bundle directory.  [default: bundles/<run>-<target>-<backend>]")
+@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which checkpoint of the run.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Fixed batch size of the exported models.")
+@click.option("--dynamic-batch", is_flag=True, help="Export a dynamic batch dimension (ONNX only; compilers get --batch).")
+@click.option("--tune-trials", type=int, default=0, show_default=True, help="TVM MetaSchedule trial budget (0: no tuning). Tuning is cached.")
+@click.option("--tuning-dir", help="Tuning database cache.  [default: ~/.cache/edgedistill/tvm-tuning]")
+@click.option("--teacher-checkpoint", help="A trained standard-conv teacher for runs that have none (od, dml).")
+@click.option("--parity-samples", type=int, default=32, show_default=True, help="Real test images for the parity checks.")
+@click.option("--calibration-samples", type=int, default=256, show_default=True, help="Training images shipped for TensorRT INT8.")
+@click.option("--data-dir", help="Dataset folder (for parity and calibration samples).")
+@click.option("--force", is_flag=True, help="Replace an existing bundle directory.")
+@json_option
+@friendly_errors
+def export_command(source: str, target: str, models: str, backend: str | None, out: str | None, which: str, batch: int,
+                   dynamic_batch: bool, tune_trials: int, tuning_dir: str | None, teacher_checkpoint: str | None,
+                   parity_samples: int, calibration_samples: int, data_dir: str | None, force: bool, as_json: bool) -> None:
+    """Export a trained student (and its standard-conv teacher) into a deploy bundle for a target.
+
+    SOURCE is a run directory of 'edgedistill train' (or one of its .pt files). Each model goes
+    to ONNX, is checked against PyTorch with onnxruntime on real test images, then compiled
+    for the target (TVM, or checked for TensorRT and built on the device). The bundle is
+    written atomically and carries its own torch-free runner.
+    """
+    from edgedistill.export.pipeline import ExportOptions, export_bundle
+
+    options = ExportOptions(
+        target=target, models=("student", "teacher") if models == "both" else (models,), backend=backend, out=out,
+        which=which, batch=batch, dynamic_batch=dynamic_batch, tune_trials=tune_trials, tuning_dir=tuning_dir,
+        parity_samples=parity_samples, calibration_samples=calibration_samples, data_dir=data_dir,
+        teacher_checkpoint=teacher_checkpoint, overwrite=force,
+    )
+    with err_console.status("exporting") as status:
+        def report(message: str) -> None:
+            status.update(message)
+            if not err_console.is_terminal and not as_json:
+                err_console.print(message, highlight=False)
+
+        summary = export_bundle(source, options, report)
+    if as_json:
+        print_json(dataclasses.asdict(summary))
+        return
+    rows = []
+    for m in summary.models:
+        worst = max(p["max_abs_diff"] for p in m.parity)
+        rows.append((m.role, m.model, si(m.params), si(m.macs), pct(m.accuracy) if m.trained else "untrained",
+                     mib(m.onnx_bytes), mib(m.compiled_bytes), f"{worst:.1e}", f"{m.seconds:.1f} s"))
+    out_console.print(table(
+        f"bundle {summary.bundle}: {summary.target}, {summary.backend}, {mib(summary.bundle_bytes)}, {summary.seconds:.0f} s",
+        ["model", "network", "params", "MACs", "test top-1", "ONNX", "compiled", "max |diff|", "time"],
+        rows, caption=f"parity checked on {summary.samples}",
+    ))
+    if len(summary.models) == 2:
+        student, teacher = summary.models
+        ratio = f"size: ONNX {teacher.onnx_bytes / student.onnx_bytes:.1f}× smaller"
+        if student.compiled_bytes and teacher.compiled_bytes:
+            ratio += f", compiled {teacher.compiled_bytes / student.compiled_bytes:.1f}× smaller"
+        err_console.print(f"student vs teacher: {ratio}; MACs {teacher.macs / student.macs:.1f}× fewer")
+    for note in summary.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    err_console.print(f"next: edgedistill bench {summary.bundle}")
+
+
+@click.command("targets")
+@json_option
+@friendly_errors
+def targets_command(as_json: bool) -> None:
+    """The deployment targets --target accepts (add a board: write a TOML file, see targets/)."""
+    from edgedistill.export.targets import list_targets
+
+    targets = list_targets()
+    if as_json:
+        print_json([t.raw for t in targets])
+        return
+    out_console.print(table(
+        "deployment targets",
+        ["name", "aliases", "device", "backends", "precision", "description"],
+        [(t.name, ", ".join(t.aliases), f"{t.device} ({t.arch})", ", ".join(t.backends), t.precision, t.description) for t in targets],
+    ))
+
+
+COMMANDS = [export_command, targets_command]

@@ -1,0 +1,90 @@
+"""The deploy bundle: a self-contained directory that runs on the board without torch.
+
+```
+BUNDLE/
+  manifest.json           target, backend, input spec, per-model accuracy/params/MACs/parity, SHA-256 of every file
+  models/<model>.onnx     single-file ONNX (fixed input shape unless --dynamic-batch)
+  models/<model>.tvm.so   TVM library for the target (GPU targets: also <model>.tvm.cuda.so)
+  calibration/calibration.npy   TensorRT INT8 calibration images (TensorRT bundles)
+  deploy/                 the device runner: python3 -m deploy.run bench|verify|build-engine|info
+  requirements.txt        what the device needs from pip for this bundle's backend
+  README.md               how to run it on the device
+```
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import shutil
+from pathlib import Path
+from typing import Any
+
+import deploy
+from deploy.manifest import sha256_file
+from edgedistill import __version__
+from edgedistill.utils.atomic import write_json_atomic, write_text_atomic
+
+BUNDLE_FORMAT = "edgedistill-bundle/1"
+_REQUIREMENTS = {
+    "onnxruntime": ["numpy>=1.17", "onnxruntime>=1.10"],
+    "tvm": ["numpy>=1.17", "onnxruntime>=1.10", "apache-tvm>=0.27,<0.28", "apache-tvm-ffi==0.1.14.post1"],
+    "tensorrt": ["numpy>=1.17", "onnxruntime>=1.10", "# tensorrt: comes with JetPack (python3-libnvinfer), not from pip"],
+}
+
+
+def versions() -> dict[str, str]:
+    found = {"edgedistill": __version__}
+    for package in ("torch", "onnx", "onnxruntime", "onnxslim", "apache-tvm", "tensorrt"):
+        try:
+            found[package.removeprefix("apache-")] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def copy_device_runner(root: Path) -> None:
+    """Copy the ``deploy`` package (the device side) into the bundle."""
+    source = Path(deploy.__file__).parent
+    shutil.copytree(source, root / "deploy", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def _readme(manifest: dict[str, Any]) -> str:
+    target, backend = manifest["target"]["name"], manifest["backend"]
+    models = ", ".join(manifest["models"])
+    build = "python3 -m deploy.run build-engine            # TensorRT engine, built on this device\n" if backend == "tensorrt" else ""
+    return f"""# edgedistill bundle for {target} ({backend})
+
+Models: {models}. Input {manifest['input']['shape']} float32 {manifest['input']['layout']}, normalised with the
+mean/std in manifest.json. Copy this directory to the device, then:
+
+```
+python3 -m pip install -r requirements.txt
+python3 -m deploy.run verify                  # file hashes + target check + parity of the runtime
+{build}python3 -m deploy.run bench --json > result.json   # latency + memory, student vs teacher
+```
+
+Bring result.json back and run `edgedistill bench --import result.json` for the report.
+"""
+
+
+def finish_bundle(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Add the device runner, requirements, README and the manifest (with every file's hash)."""
+    copy_device_runner(root)
+    write_text_atomic(root / "requirements.txt", "\n".join(_REQUIREMENTS[manifest["backend"]]) + "\n")
+    write_text_atomic(root / "README.md", _readme(manifest))
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **manifest,
+        "versions": versions(),
+    }
+    manifest["files"] = {
+        str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file() and p.name != "manifest.json"
+    }
+    write_json_atomic(root / "manifest.json", manifest)
+    return manifest
+
+
+def directory_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())

@@ -1,0 +1,329 @@
+"""``edgedistill export``: checkpoints → verified ONNX → compiled for a target → one bundle.
+
+For each model (student, teacher): export ONNX, check it against PyTorch on real
+samples with onnxruntime, then hand it to the target's backend:
+
+* ``onnxruntime`` — the ONNX file is the artifact;
+* ``tvm`` — compiled for the target's CPU (cross-compiled for ARM), plus CUDA
+  code for Jetson GPUs where this machine can generate it; checked against
+  onnxruntime when this machine can run the code, by its ELF header otherwise;
+* ``tensorrt`` — the graph is checked against the target's TensorRT version
+  here; the engine is built on the device (``deploy.run build-engine``), from a
+  calibration set shipped in the bundle, unless TensorRT and a GPU are here.
+
+Everything is written into a temporary directory that becomes the bundle only
+when every step has succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgedistill.errors import EdgeDistillError, ToolchainError
+from edgedistill.export import onnx_export
+from edgedistill.export.bundle import directory_bytes, finish_bundle
+from edgedistill.export.parity import ParityReport, compare, require, run_batched
+from edgedistill.export.samples import Samples, real_samples
+from edgedistill.export.sources import MODEL_ROLES, ModelSource, resolve_sources
+from edgedistill.export.targets import Target, host_can_run, load_target
+from edgedistill.models import complexity
+from edgedistill.utils.atomic import atomic_directory
+
+BACKENDS = ("onnxruntime", "tvm", "tensorrt")
+ELF_MACHINES = {62: "x86_64", 183: "aarch64", 40: "arm"}
+
+Report = Callable[[str], None]
+
+
+@dataclass
+class ExportOptions:
+    target: str = "host"
+    models: tuple[str, ...] = MODEL_ROLES
+    backend: str | None = None
+    out: str | None = None
+    which: str = "best"
+    batch: int = 1
+    dynamic_batch: bool = False
+    tune_trials: int = 0
+    tuning_dir: str | None = None
+    parity_samples: int = 32
+    calibration_samples: int = 256
+    data_dir: str | None = None
+    teacher_checkpoint: str | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class ModelResult:
+    role: str
+    model: str
+    trained: bool
+    accuracy: float | None
+    params: int
+    macs: int
+    onnx_bytes: int
+    compiled_bytes: int | None
+    parity: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class ExportSummary:
+    bundle: str
+    target: str
+    backend: str
+    bundle_bytes: int
+    seconds: float
+    samples: str
+    models: list[ModelResult]
+    notes: list[str]
+
+
+def default_bundle_dir(source: str | Path, target: Target, backend: str) -> Path:
+    name = Path(source).resolve()
+    name = name.parent.name if name.is_file() else name.name
+    return Path("bundles") / f"{name}-{target.name}-{backend}"
+
+
+def _choose_backend(target: Target, backend: str | None) -> str:
+    chosen = backend or target.default_backend
+    if chosen not in BACKENDS:
+        from edgedistill.utils.names import unknown_name
+
+        raise unknown_name("backend", chosen, BACKENDS)
+    if chosen not in target.backends:
+        raise EdgeDistillError(
+            f"target {target.name} does not support the {chosen} backend",
+            f"its backends: {', '.join(target.backends)}",
+        )
+    return chosen
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise EdgeDistillError(f"{out} already exists", "choose another --out, or pass --force to replace it")
+    parent = out.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise EdgeDistillError(f"cannot write the bundle: {parent} is not a writable directory", "choose another --out")
+
+
+def _check_toolchain(target: Target, backend: str) -> None:
+    """Fail in a second, before any export, when a tool the backend needs is missing."""
+    if backend == "tvm":
+        from edgedistill.export.tvm_import import import_tvm
+
+        import_tvm()
+        if target.cross_compiler and not shutil.which(target.cross_compiler):
+            raise ToolchainError(
+                f"the cross compiler {target.cross_compiler} for {target.name} is not installed",
+                "apt-get install gcc-aarch64-linux-gnu (or export with --backend onnxruntime)",
+            )
+
+
+def elf_machine(path: Path) -> str:
+    """The CPU architecture an ELF shared library was built for (from its header)."""
+    header = path.read_bytes()[:20]
+    if header[:4] != b"\x7fELF":
+        raise ToolchainError(f"{path.name} is not an ELF library", "re-export the bundle")
+    code = int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
+    return ELF_MACHINES.get(code, f"e_machine {code}")
+
+
+class BundleBuilder:
+    """Exports every model of one bundle into ``root`` (a temporary directory)."""
+
+    def __init__(self, root: Path, target: Target, backend: str, options: ExportOptions, report: Report) -> None:
+        self.root, self.target, self.backend, self.options, self.report = root, target, backend, options, report
+        self.notes: list[str] = []
+        (root / "models").mkdir(parents=True)
+
+    def export_model(self, source: ModelSource, samples: Samples) -> tuple[ModelResult, dict[str, Any]]:
+        start = time.perf_counter()
+        role, checkpoint = source.role, source.checkpoint
+        model = checkpoint.build()
+        shape = (self.options.batch, *checkpoint.input_shape)
+        data = checkpoint.data
+        onnx_path = self.root / "models" / f"{role}.onnx"
+        self.report(f"{role}: exporting {checkpoint.spec.describe()} to ONNX (opset {self.target.onnx_opset})")
+        metadata = {
+            "role": role, "model": checkpoint.spec.to_dict(), "class_names": list(data["class_names"]),
+            "mean": list(data["mean"]), "std": list(data["std"]), "input_layout": "NCHW", "dataset": data["name"],
+        }
+        exported = onnx_export.export_onnx(model, shape, onnx_path, opset=self.target.onnx_opset,
+                                           dynamic_batch=self.options.dynamic_batch, metadata=metadata)
+        self.report(f"{role}: checking onnxruntime against PyTorch on {samples.source}")
+        reference = self._torch_outputs(model, samples.inputs)
+        ort_out = run_batched(_onnxruntime(onnx_path), samples.inputs, self.options.batch)
+        parity = [require(compare(reference, ort_out, ("pytorch", "onnxruntime")))]
+        artifacts, compiled = self._compile(role, onnx_path, shape, ort_out, samples, parity)
+        cost = complexity(model, (1, *checkpoint.input_shape))
+        accuracy = checkpoint.metrics.get("test_top1") if source.trained else None
+        entry = {
+            "onnx": f"models/{role}.onnx",
+            "opset": exported.opset,
+            "artifacts": artifacts,
+            "accuracy": {"val_top1": checkpoint.metrics.get("val_top1"), "test_top1": accuracy} if source.trained else None,
+            "trained": source.trained,
+            "note": source.note or None,
+            "params": cost.params, "macs": cost.macs,
+            "arch": checkpoint.spec.arch,
+            "cheap": checkpoint.spec.cheap.to_dict() if checkpoint.spec.cheap else None,
+            "model": checkpoint.spec.describe(),
+            "checkpoint": checkpoint.source,
+            "parity": [p.to_dict() for p in parity],
+        }
+        if source.note:
+            self.notes.append(f"{role}: {source.note}")
+        result = ModelResult(
+            role, checkpoint.spec.describe(), source.trained, accuracy, cost.params, cost.macs,
+            onnx_path.stat().st_size, compiled, [p.to_dict() for p in parity], time.perf_counter() - start,
+        )
+        return result, entry
+
+    @staticmethod
+    def _torch_outputs(model: Any, inputs: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return model(torch.from_numpy(inputs)).numpy()
+
+    def _compile(self, role: str, onnx_path: Path, shape: tuple[int, ...], ort_out: np.ndarray, samples: Samples,
+                 parity: list[ParityReport]) -> tuple[dict[str, Any], int | None]:
+        if self.backend == "tvm":
+            return self._compile_tvm(role, onnx_path, shape, ort_out, samples, parity)
+        if self.backend == "tensorrt":
+            return self._prepare_tensorrt(role, onnx_path, shape), None
+        return {}, None
+
+    def _compile_tvm(self, role: str, onnx_path: Path, shape: tuple[int, ...], ort_out: np.ndarray, samples: Samples,
+                     parity: list[ParityReport]) -> tuple[dict[str, Any], int]:
+        from edgedistill.export.tvm_backend import compile_onnx, run_local
+
+        trials = f", tuning {self.options.tune_trials} trials" if self.options.tune_trials else ""
+        self.report(f"{role}: compiling with TVM for {self.target.name}{trials}")
+        artifact = compile_onnx(
+            onnx_path, self.target, self.root / "models" / f"{role}.tvm.so", input_name=onnx_export.INPUT_NAME,
+            input_shape=shape, tune_trials=self.options.tune_trials, tuning_dir=self.options.tuning_dir,
+            progress=lambda message: self.report(f"{role}: {message}"),
+        )
+        entry = artifact.manifest(self.root)
+        can_run, why = host_can_run(self.target)
+        if can_run:
+            self.report(f"{role}: checking the TVM library against onnxruntime")
+            tvm_out = run_batched(lambda x: run_local(artifact.path, x), samples.inputs, self.options.batch)
+            parity.append(require(compare(ort_out, tvm_out, ("onnxruntime", f"tvm ({self.target.name})"))))
+            entry["verified"] = "parity with onnxruntime on this machine"
+        else:
+            machine = elf_machine(artifact.path)
+            if machine != self.target.arch:
+                raise ToolchainError(f"the TVM library is {machine}, not {self.target.arch}", "check the target's cross compiler")
+            entry["verified"] = f"ELF header only ({machine}); {why}. Run it with 'edgedistill bench --rpc-tracker'"
+        size = artifact.path.stat().st_size + (artifact.gpu_path.stat().st_size if artifact.gpu_path else 0)
+        return {"tvm": entry}, size
+
+    def _prepare_tensorrt(self, role: str, onnx_path: Path, shape: tuple[int, ...]) -> dict[str, Any]:
+        from edgedistill.export.tensorrt_check import assert_tensorrt_compatible, tensorrt_version_for_target
+
+        version = tensorrt_version_for_target(self.target.raw)
+        precision = (self.target.tensorrt or {}).get("precision", self.target.precision)
+        self.report(f"{role}: checking the graph against TensorRT {version} ({precision})")
+        warnings = assert_tensorrt_compatible(onnx_path, version, precision)
+        self.notes += [f"{role}: TensorRT {version}: {w}" for w in warnings]
+        engine = f"models/{role}.{precision}.engine"
+        entry = {"precision": precision, "engine": engine, "tensorrt_version": version,
+                 "warnings": [str(w) for w in warnings], "build_on_device": True}
+        if _tensorrt_and_gpu_here():
+            from deploy.trt_build import build_engine
+
+            self.report(f"{role}: building the TensorRT engine on this machine's GPU")
+            calibration = np.load(self.root / "calibration" / "calibration.npy") if precision == "int8" else None
+            entry["record"] = build_engine(onnx_path, self.root / engine, precision, shape,
+                                           self.root / "models" / "tensorrt.timing.cache", calibration)
+            entry["build_on_device"] = False
+        return {"tensorrt": entry}
+
+    def write_calibration(self, source: ModelSource) -> str:
+        samples = real_samples(source.checkpoint.data, "train", self.options.calibration_samples, self.options.data_dir, seed=1)
+        path = self.root / "calibration" / "calibration.npy"
+        path.parent.mkdir()
+        np.save(path, samples.inputs)
+        return samples.source
+
+
+def _onnxruntime(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {onnx_export.INPUT_NAME: x})[0]
+
+
+def _tensorrt_and_gpu_here() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    from deploy.cudart import CudaRuntime
+
+    try:
+        CudaRuntime().device_name()
+    except Exception:  # no libcudart, no driver, or no GPU
+        return False
+    return True
+
+
+def export_bundle(source: str | Path, options: ExportOptions, report: Report | None = None) -> ExportSummary:
+    """Export the networks of a run directory (or checkpoint) into a bundle for ``options.target``."""
+    report = report or (lambda _m: None)
+    start = time.perf_counter()
+    if options.batch < 1:
+        raise EdgeDistillError(f"--batch {options.batch} is not a batch size", "use 1 or more")
+    unknown = [m for m in options.models if m not in MODEL_ROLES]
+    if unknown:
+        raise EdgeDistillError(f"unknown model role {unknown[0]!r}", "use student, teacher or both")
+    target = load_target(options.target)
+    backend = _choose_backend(target, options.backend)
+    out = Path(options.out) if options.out else default_bundle_dir(source, target, backend)
+    _check_out_dir(out, options.overwrite)
+    _check_toolchain(target, backend)
+    sources = resolve_sources(source, options.models, options.which, options.teacher_checkpoint)
+    first_source = next(iter(sources.values()))
+    first = first_source.checkpoint
+    count = max(options.parity_samples, options.batch)
+    samples = real_samples(first.data, "test", count - count % options.batch, options.data_dir)
+    results, entries = [], {}
+    with atomic_directory(out, overwrite=options.overwrite) as root:
+        builder = BundleBuilder(root, target, backend, options, report)
+        calibration = builder.write_calibration(first_source) if backend == "tensorrt" else None
+        for role, model_source in sources.items():
+            result, entries[role] = builder.export_model(model_source, samples)
+            results.append(result)
+        data = first.data
+        finish_bundle(root, {
+            "target": target.raw,
+            "backend": backend,
+            "precision": (target.tensorrt or {}).get("precision", target.precision) if backend == "tensorrt" else "fp32",
+            "input": {"name": onnx_export.INPUT_NAME, "shape": [options.batch, *first.input_shape], "dtype": "float32",
+                      "layout": "NCHW", "mean": list(data["mean"]), "std": list(data["std"]),
+                      "dynamic_batch": options.dynamic_batch},
+            "output": {"name": onnx_export.OUTPUT_NAME, "shape": [options.batch, int(data["num_classes"])]},
+            "class_names": list(data["class_names"]),
+            "dataset": data["name"],
+            "parity_samples": samples.source,
+            "calibration": {"path": "calibration/calibration.npy", "source": calibration} if calibration else None,
+            "models": entries,
+            "notes": builder.notes,
+        })
+        size = directory_bytes(root)
+    return ExportSummary(str(out), target.name, backend, size, time.perf_counter() - start, samples.source, results, builder.notes)

@@ -1,0 +1,177 @@
+"""edgedistill export: ONNX parity for every kind and family, bundles for CPU/ARM/Jetson targets, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+from deploy.manifest import load_manifest, verify_files
+from edgedistill.cheap import CheapSpec
+from edgedistill.cli import main
+from edgedistill.config import TrainConfig
+from edgedistill.errors import EdgeDistillError, ToolchainError, UnknownNameError
+from edgedistill.export.onnx_export import export_onnx, read_metadata
+from edgedistill.export.pipeline import ExportOptions, elf_machine, export_bundle
+from edgedistill.models import ModelSpec, create_model
+from edgedistill.training import train
+
+
+@pytest.mark.parametrize(("arch", "kind"), [
+    ("resnet8", "shift"), ("resnet8", "depthwise"), ("resnet8", "group"), ("vgg16", "group"), ("wrn16_2", "shift"),
+])
+def test_every_kind_and_family_exports_and_matches_pytorch(arch: str, kind: str, tmp_path: Path) -> None:
+    model = create_model(ModelSpec(arch, 10, 3, cheap=CheapSpec(kind))).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so folding them is really tested
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    result = export_onnx(model, (2, 3, 32, 32), tmp_path / "m.onnx", opset=18, metadata={"role": "student"})
+    graph = onnx.load(str(result.path))
+    if arch != "wrn16_2":  # pre-activation blocks: a BN after an Add has no conv to fold into
+        assert "BatchNormalization" not in result.op_types
+    assert len(graph.graph.input) == 1
+    assert not graph.graph.initializer or all(not i.data_location for i in graph.graph.initializer)  # one file
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32), dtype=np.float32)
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"input": x})
+    with torch.no_grad():
+        np.testing.assert_allclose(out, model(torch.from_numpy(x)).numpy(), atol=1e-4, rtol=1e-3)
+    assert read_metadata(result.path)["role"] == "student"
+
+
+def test_dynamic_batch_and_an_old_opset(tmp_path: Path) -> None:
+    model = create_model(ModelSpec("resnet8", 10, 1, cheap=CheapSpec("shift"))).eval()
+    result = export_onnx(model, (1, 1, 32, 32), tmp_path / "m.onnx", opset=17, dynamic_batch=True)
+    assert result.opset == 17
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    x = np.zeros((5, 1, 32, 32), np.float32)
+    assert session.run(None, {"input": x})[0].shape == (5, 10)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "mutual"
+    train(TrainConfig(dataset="digits", model="resnet8", method="mutual", epochs=1, limit=300, batch_size=64,
+                      threads=1, out=str(out)))
+    return out
+
+
+def _options(tmp_path: Path, **kw: object) -> ExportOptions:
+    return ExportOptions(out=str(tmp_path / "bundle"), parity_samples=8, calibration_samples=16, **kw)
+
+
+def test_host_tvm_bundle_is_verified_and_self_contained(run_dir: Path, tmp_path: Path) -> None:
+    summary = export_bundle(run_dir, _options(tmp_path, target="host", backend="tvm"))
+    root = Path(summary.bundle)
+    manifest = load_manifest(root)
+    assert verify_files(root, manifest) == len(manifest["files"])
+    assert manifest["backend"] == "tvm" and manifest["input"]["shape"] == [1, 1, 32, 32]
+    for role in ("student", "teacher"):
+        entry = manifest["models"][role]
+        assert (root / entry["onnx"]).is_file() and (root / entry["artifacts"]["tvm"]["path"]).is_file()
+        assert {p["candidate"] for p in entry["parity"]} == {"onnxruntime", "tvm (host)"}
+        assert all(p["passed"] for p in entry["parity"])
+        assert entry["trained"] and 0 <= entry["accuracy"]["test_top1"] <= 1
+    assert manifest["models"]["student"]["macs"] < manifest["models"]["teacher"]["macs"]
+    assert (root / "deploy" / "run.py").is_file() and not list(root.rglob("__pycache__"))
+    assert "onnxruntime" in (root / "requirements.txt").read_text()
+    assert not list(tmp_path.glob(".*.tmp")), "temporary directory left behind"
+
+
+def test_rpi4_bundle_is_cross_compiled_for_aarch64(run_dir: Path, tmp_path: Path) -> None:
+    if not shutil.which("aarch64-linux-gnu-gcc"):
+        pytest.skip("aarch64-linux-gnu-gcc not installed (apt-get install gcc-aarch64-linux-gnu); CI installs it")
+    summary = export_bundle(run_dir, _options(tmp_path, target="rpi4", models=("student",)))
+    root = Path(summary.bundle)
+    tvm = load_manifest(root)["models"]["student"]["artifacts"]["tvm"]
+    assert elf_machine(root / tvm["path"]) == "aarch64"
+    assert tvm["target"]["mcpu"] == "cortex-a72" and "ELF header" in tvm["verified"]
+
+
+def test_jetson_bundle_ships_a_checked_graph_and_calibration_set(run_dir: Path, tmp_path: Path) -> None:
+    summary = export_bundle(run_dir, _options(tmp_path, target="xavier", models=("student",)))
+    root = Path(summary.bundle)
+    manifest = load_manifest(root)
+    assert manifest["backend"] == "tensorrt" and manifest["target"]["name"] == "jetson-xavier-nx"
+    assert onnx.load(str(root / "models" / "student.onnx")).opset_import[0].version == 17  # TensorRT 8.5
+    trt = manifest["models"]["student"]["artifacts"]["tensorrt"]
+    assert trt["build_on_device"] and trt["tensorrt_version"] == "8.5" and trt["precision"] == "fp16"
+    calibration = np.load(root / manifest["calibration"]["path"])
+    assert calibration.shape == (16, 1, 32, 32) and calibration.dtype == np.float32
+    assert "digits train" in manifest["calibration"]["source"]
+
+
+def test_a_graph_tensorrt_cannot_build_is_refused_before_shipping(run_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "old-jetson.toml"
+    target.write_text((Path(__file__).parents[1] / "targets" / "jetson-xavier-nx.toml").read_text()
+                      .replace('name = "jetson-xavier-nx"', 'name = "old-jetson"').replace("onnx_opset = 17", "onnx_opset = 18")
+                      .replace('aliases = ["xavier-nx", "xavier"]', "aliases = []"))
+    with pytest.raises(ToolchainError, match="will not build with TensorRT 8.5"):
+        export_bundle(run_dir, _options(tmp_path, target=str(target), models=("student",)))
+    assert not (tmp_path / "bundle").exists() and not list(tmp_path.glob(".bundle*"))
+
+
+def test_a_run_without_a_standard_teacher_exports_an_untrained_reference(run_dir: Path, tmp_path: Path) -> None:
+    lonely = tmp_path / "od-like"
+    lonely.mkdir()
+    shutil.copy(run_dir / "student-best.pt", lonely)
+    summary = export_bundle(lonely, _options(tmp_path, target="host"))
+    teacher = load_manifest(Path(summary.bundle))["models"]["teacher"]
+    assert teacher["trained"] is False and teacher["accuracy"] is None and "untrained" in teacher["note"]
+    assert any("untrained" in note for note in summary.notes)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--target", "rpi-4"], "did you mean"),
+    (["--target", "rpi4", "--backend", "tensorrt"], "does not support the tensorrt backend"),
+    (["--backend", "tflite"], "unknown backend"),
+    (["--batch", "0"], "not a batch size"),
+])
+def test_bad_export_input_gives_one_clear_error(run_dir: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--out", str(tmp_path / "b"), *args])
+    assert result.exit_code == 2 and "error:" in result.output and message in result.output, result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_corrupt_checkpoint_and_unwritable_out_dir(run_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "run"
+    broken.mkdir()
+    (broken / "student-best.pt").write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(main, ["export", str(broken), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "corrupt" in result.output
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--out", str(blocker / "bundle")])
+    assert result.exit_code == 2 and "cannot write the bundle" in result.output
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--out", str(existing)])
+    assert result.exit_code == 2 and "already exists" in result.output
+
+
+def test_missing_cross_compiler_fails_before_any_work(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    with pytest.raises(ToolchainError, match="apt-get install gcc-aarch64-linux-gnu"):
+        export_bundle(run_dir, _options(tmp_path, target="rpi4"))
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_export_json_output(run_dir: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--model", "student", "--target", "host",
+                                       "--out", str(tmp_path / "b"), "--parity-samples", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["backend"] == "onnxruntime" and report["models"][0]["role"] == "student"
+    with pytest.raises(UnknownNameError):
+        export_bundle(run_dir, _options(tmp_path, target="nope"))
+    with pytest.raises(EdgeDistillError, match="unknown model role"):
+        export_bundle(run_dir, _options(tmp_path, models=("teachers",)))
