@@ -23,7 +23,6 @@ import json
 import logging
 import multiprocessing
 import os
-import platform
 import random
 import select
 import shutil
@@ -55,9 +54,9 @@ PING_PERIOD_S = 2.0
 # A match key handed to a client that never connects is replaced after this long.
 UNUSED_MATCHKEY_S = 6.0
 TRACKER_CONNECT_TIMEOUT_S = 5.0
-# Extra function every session offers: a JSON description of the board.
-BOARD_INFO_FUNC = "edgedistill.board_info"
 TRACKER_RETRY_S = 1.0
+# Extra function every session offers: the board's environment record as JSON.
+BOARD_INFO_FUNC = "edgedistill.board_info"
 
 
 @dataclass(frozen=True)
@@ -151,7 +150,9 @@ class TrackerLink:
         while True:
             try:
                 sock = open_tracker(self.addr, TRACKER_CONNECT_TIMEOUT_S)
-                send_json(sock, [TRACKER_UPDATE_INFO, {"key": "server:" + self.key, "addr": [self.custom_addr, self.port]}])
+                send_json(
+                    sock, [TRACKER_UPDATE_INFO, {"key": "server:" + self.key, "addr": [self.custom_addr, self.port]}]
+                )
                 if recv_json(sock) != TRACKER_SUCCESS:
                     raise ConnectionError("tracker refused this server's info")
                 self.sock = sock
@@ -193,31 +194,27 @@ def _handshake(conn: socket.socket, key: str, matchkey: str) -> dict[str, float]
         return None
     server_key = ("server:" + key).encode("utf-8")
     conn.sendall(struct.pack("<ii", RPC_CODE_SUCCESS, len(server_key)) + server_key)
-    timeouts = [float(w[len("-timeout="):]) for w in words[1:] if w.startswith("-timeout=")]
+    timeouts = [float(w[len("-timeout=") :]) for w in words[1:] if w.startswith("-timeout=")]
     return {"timeout": timeouts[-1]} if timeouts else {}
 
 
-def board_info(tvm_version: str) -> dict[str, Any]:
-    """What the host records next to timings from this board.
+def board_info() -> dict[str, Any]:
+    """The bench schema's environment record of this board, sent to the host with timings.
 
-    ``emulated`` comes from ``EDGEDISTILL_EMULATED=1`` (set by the emulated
-    board): under qemu-user the CPU seen in /proc is the host's.
+    Threads are TVM's (``TVM_NUM_THREADS``, else the usable cores); ``emulated``
+    is true under the qemu board, whose timings mean nothing.
     """
-    return {
-        "hostname": socket.gethostname(),
-        "machine": platform.machine(),
-        "cores": os.cpu_count(),
-        "threads": os.environ.get("TVM_NUM_THREADS"),
-        "python": platform.python_version(),
-        "runtimes": {"tvm": tvm_version},
-        "emulated": os.environ.get("EDGEDISTILL_EMULATED") == "1",
-    }
+    from deploy.env import environment_record, usable_cores
+
+    return environment_record(int(os.environ.get("TVM_NUM_THREADS") or usable_cores()))
 
 
 def _session_main(fd: int, workdir: str) -> None:
     """Child process: serve one RPC session on socket ``fd`` with files in ``workdir``."""
     import tvm
 
+    # The server's SIGTERM handler would only run once ServerLoop returns to Python.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.chdir(workdir)
 
     @tvm.register_global_func("tvm.rpc.server.workpath", override=True)
@@ -231,7 +228,7 @@ def _session_main(fd: int, workdir: str) -> None:
 
     @tvm.register_global_func(BOARD_INFO_FUNC, override=True)
     def _board_info() -> str:
-        return json.dumps(board_info(tvm.__version__))
+        return json.dumps(board_info())
 
     tvm.get_global_func("rpc.ServerLoop")(fd)
 
@@ -239,26 +236,33 @@ def _session_main(fd: int, workdir: str) -> None:
 def _serve_session(conn: socket.socket, opts: dict[str, float], deadline: float | None) -> None:
     """Run one session in a forked child; kill it when the session or server time is up."""
     workdir = tempfile.mkdtemp(prefix="edgedistill-rpc-")
-    child = multiprocessing.get_context("fork").Process(target=_session_main, args=(conn.fileno(), workdir), daemon=True)
-    child.start()
-    limits = [t for t in (opts.get("timeout"), None if deadline is None else deadline - time.monotonic()) if t]
-    child.join(max(0.0, min(limits)) if limits else None)
-    if child.is_alive():
-        import tvm
+    child = multiprocessing.get_context("fork").Process(
+        target=_session_main, args=(conn.fileno(), workdir), daemon=True
+    )
+    try:
+        child.start()
+        limits = [t for t in (opts.get("timeout"), None if deadline is None else deadline - time.monotonic()) if t]
+        child.join(max(0.0, min(limits)) if limits else None)
+        if child.is_alive():
+            import tvm
 
-        log.info("session time is up, stopping it")
-        tvm.get_global_func("rpc.ReturnException")(
-            conn.fileno(), "RPCSessionTimeoutError: the session ran past its time limit; raise session_timeout"
-        )
-        child.kill()
-        child.join()
-    elif child.exitcode != 0:
-        log.warning("session process exited with code %s", child.exitcode)
-    conn.close()
-    shutil.rmtree(workdir, ignore_errors=True)
+            log.info("session time is up, stopping it")
+            tvm.get_global_func("rpc.ReturnException")(
+                conn.fileno(), "RPCSessionTimeoutError: the session ran past its time limit; raise session_timeout"
+            )
+        elif child.exitcode != 0:
+            log.warning("session process exited with code %s", child.exitcode)
+    finally:  # also on SIGTERM / Ctrl+C: no session process or files left behind
+        if child.is_alive():
+            child.kill()
+            child.join()
+        conn.close()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _wait_for_client(listener: socket.socket, link: TrackerLink | None, key: str, deadline: float | None) -> tuple[socket.socket, dict[str, float]] | None:
+def _wait_for_client(
+    listener: socket.socket, link: TrackerLink | None, key: str, deadline: float | None
+) -> tuple[socket.socket, dict[str, float]] | None:
     """Offer this server and wait for a client that presents our match key; None at deadline."""
     if link is not None:
         link.offer()
@@ -303,8 +307,13 @@ def serve(config: ServerConfig) -> int:
     port = listener.getsockname()[1]
     # One machine-readable line on stdout: whoever started us learns the port.
     print(f"listening {config.host}:{port}", flush=True)
-    log.info("listening on %s:%d, key %s, tracker %s", config.host, port, config.key,
-             "none" if config.tracker is None else "%s:%d" % config.tracker)
+    log.info(
+        "listening on %s:%d, key %s, tracker %s",
+        config.host,
+        port,
+        config.key,
+        "none" if config.tracker is None else f"{config.tracker[0]}:{config.tracker[1]}",
+    )
     link = None if config.tracker is None else TrackerLink(config.tracker, config.key, port, config.custom_addr)
     served = 0
     try:
@@ -349,7 +358,9 @@ def _parse_args(argv: Sequence[str] | None) -> ServerConfig:
         tracker = parse_address(args.tracker) if args.tracker else None
     except ValueError as err:
         parser.error(str(err))
-    return ServerConfig(args.key, tracker, args.host, args.port, args.port_end, args.custom_addr, args.timeout, args.max_sessions)
+    return ServerConfig(
+        args.key, tracker, args.host, args.port, args.port_end, args.custom_addr, args.timeout, args.max_sessions
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

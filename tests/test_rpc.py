@@ -1,0 +1,273 @@
+"""TVM RPC on this host: a tracker and two ``deploy.rpc_server`` boards on 127.0.0.1.
+
+Everything runs in child processes that stop by themselves (lifetimes) and are
+killed at teardown; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgedistill.bench import rpc
+
+KEY = "x86-test"
+LIFETIME_S = 180.0
+
+
+def tiny_conv_onnx(path: Path) -> Path:
+    """Conv -> ReLU -> depthwise conv -> shift (Pad + Slice) -> 1x1 conv -> global pool."""
+    rng = np.random.default_rng(0)
+    weights = {
+        "w1": rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3,
+        "w2": rng.standard_normal((8, 1, 3, 3)).astype(np.float32) * 0.3,
+        "w3": rng.standard_normal((4, 8, 1, 1)).astype(np.float32) * 0.3,
+        "pads": np.array([0, 0, 1, 0, 0, 0, 0, 0], dtype=np.int64),
+        "starts": np.array([0], dtype=np.int64),
+        "ends": np.array([8], dtype=np.int64),
+        "axes": np.array([2], dtype=np.int64),
+    }
+    nodes = [
+        helper.make_node("Conv", ["input", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=8),
+        helper.make_node("Pad", ["c2", "pads"], ["padded"]),
+        helper.make_node("Slice", ["padded", "starts", "ends", "axes"], ["shifted"]),
+        helper.make_node("Conv", ["shifted", "w3"], ["c3"]),
+        helper.make_node("GlobalAveragePool", ["c3"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny net as ONNX, and compiled by TVM for this host as .so and .tar."""
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    work = tmp_path_factory.mktemp("rpc")
+    onnx_path = tiny_conv_onnx(work / "tiny.onnx")
+    mod = from_onnx(onnx.load(onnx_path), shape_dict={"input": [1, 3, 8, 8]})
+    ex = tvm.compile(mod, tvm.target.Target({"kind": "llvm"}))
+    ex.export_library(str(work / "tiny.so"))
+    ex.export_library(str(work / "tiny.tar"))
+    return {"onnx": onnx_path, "so": work / "tiny.so", "tar": work / "tiny.tar"}
+
+
+@pytest.fixture(scope="module")
+def tracker() -> Iterator[rpc.TrackerProcess]:
+    with rpc.start_tracker(lifetime_s=LIFETIME_S) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def boards(tracker: rpc.TrackerProcess) -> Iterator[list[rpc.ServerProcess]]:
+    """Two boards under one key, started side by side."""
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(rpc.start_server, tracker.address, KEY, lifetime_s=LIFETIME_S) for _ in range(2)]
+        servers = [f.result() for f in futures]
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture()
+def sample() -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+
+
+def reference(onnx_path: Path, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
+
+def test_remote_run_matches_onnxruntime(tracker, boards, compiled, sample) -> None:
+    with rpc.request_board(tracker.address, KEY, wait_s=30) as board:
+        outputs = board.load(compiled["so"]).run([sample])
+        info = board.info()
+    assert len(outputs) == 1 and outputs[0].shape == (1, 4)
+    np.testing.assert_allclose(outputs[0], reference(compiled["onnx"], sample), atol=1e-5, rtol=1e-5)
+    assert info["machine"] == platform.machine() and info["emulated"] is False
+
+
+def test_tar_module_is_linked_on_the_board(tracker, boards, compiled, sample) -> None:
+    with rpc.request_board(tracker.address, KEY, wait_s=30) as board:
+        outputs = board.load(compiled["tar"]).run([sample])
+    np.testing.assert_allclose(outputs[0], reference(compiled["onnx"], sample), atol=1e-5, rtol=1e-5)
+
+
+def test_remote_time_evaluator_gives_positive_per_repeat_times(tracker, boards, compiled, sample) -> None:
+    with rpc.request_board(tracker.address, KEY, wait_s=30) as board:
+        timing = board.load(compiled["so"]).time([sample], warmup_s=0.05, min_runs=40, min_s=0.1, repeats=20)
+    assert len(timing.repeat_times_s) == 20
+    assert all(0 < t < 1.0 for t in timing.repeat_times_s)
+    assert timing.number >= 2  # >= 40 runs in 20 repeats
+    # at least the requested 0.1 s in total (with slack for timer granularity)
+    assert timing.number * sum(timing.repeat_times_s) >= 0.09
+    assert timing.first_call_s > 0 and timing.emulated is False
+
+
+def test_two_boards_under_one_key_share_the_load(tracker, boards, compiled, sample) -> None:
+    expected = reference(compiled["onnx"], sample)
+    first = rpc.request_board(tracker.address, KEY, wait_s=30)
+    second = rpc.request_board(tracker.address, KEY, wait_s=30)  # the first board is busy
+    try:
+        assert {first.address[1], second.address[1]} == {s.address[1] for s in boards}
+        models = [first.load(compiled["so"]), second.load(compiled["so"])]
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda m: m.run([sample])[0], models))
+        for out in results:
+            np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-5)
+        start = time.monotonic()
+        with pytest.raises(rpc.RPCError, match="no free board") as err:
+            rpc.request_board(tracker.address, KEY, wait_s=1.0)
+        assert time.monotonic() - start < 6.0
+        assert "all 2 board(s)" in str(err.value)
+    finally:
+        first.close()
+        second.close()
+    # A closed session frees its board: it registers again and can be had.
+    with rpc.request_board(tracker.address, KEY, wait_s=30) as again:
+        assert again.address[1] in {s.address[1] for s in boards}
+
+
+def test_key_without_board_times_out_with_a_clear_error(tracker, boards) -> None:
+    start = time.monotonic()
+    with pytest.raises(rpc.RPCError) as err:
+        rpc.request_board(tracker.address, "x86-tset", wait_s=1.0)
+    assert time.monotonic() - start < 6.0
+    text = str(err.value)
+    assert "no free board under key 'x86-tset'" in text and f"did you mean '{KEY}'" in text
+
+
+def test_expired_session_gives_a_clear_error_and_frees_the_board(tracker, boards, compiled, sample) -> None:
+    with rpc.request_board(tracker.address, KEY, wait_s=30, session_timeout_s=1.5) as board:
+        model = board.load(compiled["so"])
+        time.sleep(3.0)  # the board ends the session after 1.5 s
+        with pytest.raises(rpc.RPCError, match=r"running the model on board .* failed: RPCSessionTimeoutError"):
+            model.run([sample])
+    start = time.monotonic()
+    with (
+        rpc.request_board(tracker.address, KEY, wait_s=30) as first,
+        rpc.request_board(tracker.address, KEY, wait_s=30),
+    ):
+        assert first.address[1] in {s.address[1] for s in boards}
+    assert time.monotonic() - start < 10.0  # both boards are free again
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_tracker_fails_fast() -> None:
+    start = time.monotonic()
+    with pytest.raises(rpc.RPCError, match="cannot reach the RPC tracker"):
+        rpc.request_board(("127.0.0.1", _free_port()), KEY, wait_s=30)
+    assert time.monotonic() - start < 6.0
+
+
+def test_bad_tracker_address_is_refused() -> None:
+    with pytest.raises(rpc.RPCError, match="HOST:PORT"):
+        rpc.request_board("localhost", KEY)
+
+
+def test_module_that_does_not_load_gives_a_clear_error(tracker, boards, tmp_path) -> None:
+    bogus = tmp_path / "model.so"
+    bogus.write_bytes(b"not a shared library")
+    with rpc.request_board(tracker.address, KEY, wait_s=30) as board:
+        with pytest.raises(rpc.RPCError, match=r"could not load model\.so"):
+            board.load(bogus)
+        with pytest.raises(rpc.RPCError, match="not found"):
+            board.load(tmp_path / "missing.so")
+
+
+def test_standalone_server_stops_after_max_sessions(compiled, sample) -> None:
+    """Without a tracker: connect directly; --max-sessions 1 ends the server after it."""
+    import tvm.rpc
+
+    proc = rpc.ServerProcess(
+        [
+            sys.executable,
+            "-m",
+            "deploy.rpc_server",
+            "--key",
+            "direct",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--max-sessions",
+            "1",
+            "--timeout",
+            "120",
+        ],
+        "standalone server",
+        env=rpc.child_env(),
+    )
+    with proc:
+        port = int(proc.read_line(60).rpartition(":")[2])
+        session = tvm.rpc.connect("127.0.0.1", port, "direct", session_timeout=60)
+        board = rpc.Board(session=session, key="direct", address=("127.0.0.1", port))
+        out = board.load(compiled["so"]).run([sample])[0]
+        board.close()
+        del session
+        assert proc.proc.wait(30) == 0
+    np.testing.assert_allclose(out, reference(compiled["onnx"], sample), atol=1e-5, rtol=1e-5)
+
+
+def test_server_stops_by_itself_at_its_lifetime(tracker) -> None:
+    with rpc.start_server(tracker.address, "short-lived", lifetime_s=2.0) as server:
+        assert server.proc.wait(30) == 0
+    summary = rpc.tracker_summary(tracker.address)
+    deadline = time.monotonic() + 10
+    while rpc.registered_boards(summary, "short-lived") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        summary = rpc.tracker_summary(tracker.address)
+    assert not rpc.registered_boards(summary, "short-lived")
+
+
+def test_server_cli_rejects_a_bad_tracker_address() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "deploy.rpc_server", "--tracker", "nohost", "--key", "k"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=rpc.child_env(),
+    )
+    assert done.returncode == 2 and "expected HOST:PORT" in done.stderr
+
+
+def test_tracker_process_exits_when_its_parent_closes_stdin() -> None:
+    tracker = rpc.start_tracker(lifetime_s=120)
+    try:
+        assert tracker.proc.stdin is not None
+        tracker.proc.stdin.close()
+        assert tracker.proc.wait(15) == 0
+    finally:
+        tracker.stop()
