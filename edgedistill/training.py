@@ -68,12 +68,12 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{stamp}-{cfg.method}-{cfg.model}-{cfg.kind}"
 
 
-def _optimizer(cfg: TrainConfig, method: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainConfig, method: nn.Module) -> torch.optim.Optimizer:
     params = [p for p in method.parameters() if p.requires_grad]
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     if cfg.schedule == "constant":
@@ -103,9 +103,9 @@ class TrainingSession:
         train_tf = BatchTransform(spec, train=True, hflip=hflip)
         self.eval_tf = BatchTransform(spec, train=False)
         self.train_loader = self._loader(self.data.train, train_tf, shuffle=True, drop_last=True, even_shards=True)
-        optimizer = _optimizer(cfg, self.method)
+        optimizer = make_optimizer(cfg, self.method)
         self.trainer = Trainer(
-            self.method, model, optimizer, _scheduler(cfg, optimizer), runtime,
+            self.method, model, optimizer, make_scheduler(cfg, optimizer), runtime,
             self._train_batches, self._loader(self.data.val, self.eval_tf), reporter,
         )
         self.tracker = BestTracker()

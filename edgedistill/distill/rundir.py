@@ -27,6 +27,7 @@ from edgedistill.utils.atomic import write_text_atomic
 class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._tensorboard: Any = None
 
     config = property(lambda self: self.path / "config.yaml")
     metrics_jsonl = property(lambda self: self.path / "metrics.jsonl")
@@ -55,6 +56,22 @@ class RunDir:
         writer.writeheader()
         writer.writerows(rows)
         write_text_atomic(self.metrics_csv, buffer.getvalue())
+        self._log_tensorboard(rows[-1] if rows else {})
+
+    def _log_tensorboard(self, row: dict[str, Any]) -> None:
+        """Also write TensorBoard events (``RUN_DIR/tensorboard``) when tensorboard is installed."""
+        if self._tensorboard is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self._tensorboard = False
+                return
+            self._tensorboard = SummaryWriter(str(self.path / "tensorboard"))
+        if self._tensorboard and "epoch" in row:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self._tensorboard.add_scalar(key, value, row["epoch"])
+            self._tensorboard.flush()
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:

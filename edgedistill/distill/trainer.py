@@ -91,6 +91,17 @@ class Trainer:
         self.reporter = reporter or SilentReporter()
         self.scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp)
 
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """One optimiser step of every network on the batch; returns loss, its parts, and the logits."""
+        with self.runtime.autocast():
+            logits = self.model(x)
+        loss, parts = self.method.loss(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss, parts, logits
+
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the training data; returns the epoch's training metrics."""
         self.model.train()
@@ -103,13 +114,7 @@ class Trainer:
         start = time.perf_counter()
         for x, y in batches:
             x, y = self.runtime.to_device(x), y.to(self.runtime.device, non_blocking=True)
-            with self.runtime.autocast():
-                logits = self.model(x)
-            loss, parts = self.method.loss(logits, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            loss, parts, logits = self.step(x, y)
             loss_sum += loss.detach()
             for name, value in parts.items():
                 parts_sum[name] = parts_sum.get(name, 0) + value.detach()
