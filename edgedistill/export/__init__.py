@@ -1,0 +1,1 @@
+"""Export: ONNX with parity checks, compilers behind one pipeline (TVM, TensorRT checks), deploy bundles."""
