@@ -20,7 +20,7 @@ import json
 import os
 import re
 import sys
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 _STATUS = "/proc/self/status"
 
@@ -63,6 +63,29 @@ def _import_runtime(backend: str, threads: int, runtime_only: bool) -> None:
         require(backend)
 
 
+def measure_peak(work: Callable[[], object]) -> Dict[str, object]:
+    """Peak resident memory that ``work()`` adds to this process, and how it was measured.
+
+    The baseline is read after everything already imported; the kernel's peak
+    (VmHWM) is reset to it, ``work`` runs, and the new peak is read.
+    """
+    proc = _status_kib("VmRSS") is not None
+    if proc:
+        baseline = (_status_kib("VmRSS") or 0) * 1024
+        reset = _reset_peak()
+    else:
+        baseline, reset = _maxrss_bytes(), False
+    work()
+    peak = (_status_kib("VmHWM") or 0) * 1024 if proc else _maxrss_bytes()
+    if proc and reset:
+        note = "VmHWM after resetting the peak via /proc/self/clear_refs"
+    elif proc:
+        note = "VmHWM could not be reset (clear_refs not writable): the peak may include import-time memory"
+    else:
+        note = "no /proc: lifetime ru_maxrss, not resettable; the delta may under-count"
+    return {"baseline_rss_bytes": baseline, "peak_rss_bytes": peak, "peak_rss_delta_bytes": max(peak - baseline, 0), "method": note}
+
+
 def probe(args: argparse.Namespace) -> Dict[str, object]:
     import numpy as np
 
@@ -71,31 +94,22 @@ def probe(args: argparse.Namespace) -> Dict[str, object]:
 
     _import_runtime(args.backend, args.threads, args.runtime_only)
     x = np.random.default_rng(0).standard_normal(parse_shape(args.shape)).astype(args.dtype)
-    proc = _status_kib("VmRSS") is not None
-    if proc:
-        baseline = (_status_kib("VmRSS") or 0) * 1024
-        reset = _reset_peak()
-    else:
-        baseline, reset = _maxrss_bytes(), False
-    runner = open_runner(args.backend, args.model, args.threads, arena=args.arena == "on", runtime_only=args.runtime_only)
-    for _ in range(args.runs):
-        runner.run(x)
-    peak = (_status_kib("VmHWM") or 0) * 1024 if proc else _maxrss_bytes()
-    if proc and reset:
-        note = "VmHWM after resetting the peak via /proc/self/clear_refs"
-    elif proc:
-        note = "VmHWM could not be reset (clear_refs not writable): the peak may include import-time memory"
-    else:
-        note = "no /proc: lifetime ru_maxrss, not resettable; the delta may under-count"
+    loaded: Dict[str, object] = {}
+
+    def work() -> None:
+        runner = open_runner(args.backend, args.model, args.threads, arena=args.arena == "on", runtime_only=args.runtime_only)
+        for _ in range(args.runs):
+            runner.run(x)
+        loaded["runner"] = runner
+
+    peak = measure_peak(work)
+    runner = loaded["runner"]
     result: Dict[str, object] = {
         "backend": args.backend,
         "arena": args.arena if args.backend == "onnxruntime" else None,
         "runs": args.runs,
-        "threads": runner.threads,
-        "baseline_rss_bytes": baseline,
-        "peak_rss_bytes": peak,
-        "peak_rss_delta_bytes": max(peak - baseline, 0),
-        "method": note,
+        "threads": runner.threads,  # type: ignore[attr-defined]
+        **peak,
         "torch_imported": sys.modules.get("torch") is not None,
     }
     engine = getattr(runner, "engine", None)

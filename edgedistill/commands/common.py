@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from deploy.errors import DeployError
 from edgedistill.errors import EdgeDistillError
 from edgedistill.ui import err_console
 
@@ -21,7 +22,7 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except EdgeDistillError as exc:
+        except (EdgeDistillError, DeployError) as exc:
             hint = f"\n[dim]hint:[/] {exc.hint}" if exc.hint else ""
             err_console.print(f"[bold red]error:[/] {exc.message}{hint}", highlight=False)
             sys.exit(exc.exit_code)

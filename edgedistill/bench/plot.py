@@ -1,0 +1,48 @@
+"""Accuracy against latency, student and teacher per backend (PNG, matplotlib)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgedistill.bench.report import where
+from edgedistill.errors import ToolchainError
+
+MARKERS = {"student": "o", "teacher": "s"}
+
+
+def plot_accuracy_latency(documents: list[dict[str, Any]], path: Path) -> Path:
+    """Write the plot to ``path``; untrained reference networks are drawn on the x axis, hollow."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ToolchainError("the plot needs matplotlib", "pip install 'edgedistill[plot]', or pass --no-plot") from exc
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    colours: dict[str, Any] = {}
+    for document in documents:
+        for r in document["results"]:
+            label = f"{r['backend']} @ {where(document)}"
+            colour = colours.setdefault(label, f"C{len(colours) % 10}")
+            top1 = (r.get("accuracy") or {}).get("test_top1")
+            x = r["latency_ms"]["median"]
+            y = 100 * top1 if top1 is not None else 0.0
+            axes.scatter(x, y, marker=MARKERS.get(r["model"], "x"), s=60, color=colour,
+                         facecolors="none" if top1 is None else colour,
+                         label=f"{label}" if r["model"] == "student" else None)
+            axes.annotate(r["model"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    axes.set_xscale("log")
+    axes.set_xlabel("median latency per batch (ms, log scale)")
+    axes.set_ylabel("test top-1 (%)  — hollow: untrained reference")
+    axes.set_title("student vs teacher: accuracy against latency")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8, loc="best")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=120)
+    plt.close(figure)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,85 @@
+"""Latency of a bundle's TVM libraries on a remote board, through a TVM RPC tracker.
+
+The student and teacher are uploaded to one board, their outputs are checked
+against onnxruntime on this host, and they are timed by TVM's time evaluator on
+the board (no network inside the timed region), in alternating rounds so both
+see the same board state. Boards that are emulated are flagged: their timings
+mean nothing, only the parity does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import numpy as np
+
+from deploy import BENCH_FORMAT
+from deploy.bench import check_output, make_input
+from deploy.manifest import Bundle
+from deploy.measure import MeasureConfig, summarize
+from deploy.runners import OnnxRuntimeRunner
+from edgedistill.bench.rpc import RemoteModel, request_board
+from edgedistill.export.parity import compare, require
+
+SAMPLES_PER_ROUND = 20
+
+
+def _timed_rounds(models: dict[str, RemoteModel], x: np.ndarray, config: MeasureConfig) -> dict[str, dict[str, Any]]:
+    first: dict[str, float] = {}
+    samples: dict[str, list[float]] = {name: [] for name in models}
+    number: dict[str, int] = {}
+    for round_index in range(config.repeats):
+        for name, model in models.items():
+            timing = model.time(
+                [x],
+                warmup_runs=config.warmup_runs if round_index == 0 else 1,
+                warmup_s=config.warmup_seconds if round_index == 0 else 0.0,
+                min_runs=math.ceil(config.min_runs / config.repeats),
+                min_s=config.min_seconds / config.repeats,
+                repeats=SAMPLES_PER_ROUND,
+            )
+            first.setdefault(name, timing.first_call_s)
+            samples[name] += timing.repeat_times_s
+            number[name] = timing.number
+    stats = {}
+    for name in models:
+        summary = summarize(int(first[name] * 1e9), [int(t * 1e9) for t in samples[name]], config.repeats, config.cv_threshold)
+        stats[name] = {**summary.to_dict(), "runs_per_sample": number[name], "first_run_includes": "one RPC round trip"}
+    return stats
+
+
+def bench_remote(
+    bundle: Bundle, tracker: str, key: str, models: list[str], config: MeasureConfig, wait_s: float = 60.0
+) -> dict[str, Any]:
+    """Run and time ``models`` of ``bundle`` (its TVM libraries) on a board of ``key``."""
+    x = make_input(bundle.input_shape, bundle.input_dtype)
+    with request_board(tracker, key, wait_s=wait_s) as board:
+        remote: dict[str, RemoteModel] = {}
+        parity = {}
+        for name in models:
+            remote[name] = board.load(bundle.artifact_path(name, "tvm"))
+            out = check_output(name, remote[name].run([x])[0], bundle.output_shape)
+            reference = OnnxRuntimeRunner(bundle.onnx_path(name), threads=1).run(x)
+            parity[name] = require(compare(reference, out, ("onnxruntime (host)", f"tvm on board '{key}'"))).to_dict()
+        stats = _timed_rounds(remote, x, config)
+        environment = {**board.info(), "rpc": {"tracker": tracker, "key": key, "board": f"{board.address[0]}:{board.address[1]}"}}
+    results = []
+    for name in models:
+        entry = bundle.model(name)
+        results.append({
+            "model": name, "backend": "tvm-rpc", "threads": environment.get("threads"), "latency_ms": stats[name],
+            "memory": {"file_bytes": bundle.artifact_path(name, "tvm").stat().st_size}, "parity": parity[name],
+            "precision": "fp32", "artifact": bundle.relative(bundle.artifact_path(name, "tvm")),
+            "accuracy": entry.get("accuracy"), "params": entry.get("params"), "macs": entry.get("macs"),
+            "arch": entry.get("arch"), "cheap": entry.get("cheap"),
+        })
+    return {
+        "format": BENCH_FORMAT,
+        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "environment": environment,
+        "bundle": {"target": bundle.target_name, "created": bundle.manifest.get("created"), "input_shape": list(bundle.input_shape)},
+        "method": {**config.to_dict(), "timer": "tvm time_evaluator on the board; samples are means of runs_per_sample runs"},
+        "results": results,
+    }

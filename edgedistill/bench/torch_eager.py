@@ -1,0 +1,57 @@
+"""PyTorch eager latency and memory: the reference every exported backend is compared with."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deploy import BENCH_FORMAT
+from deploy.env import environment_record
+from deploy.measure import MeasureConfig, interleaved
+from edgedistill.checkpoints import load_model_checkpoint
+from edgedistill.errors import EdgeDistillError
+
+
+def _memory(checkpoint: Path, shape: tuple[int, ...], threads: int, runs: int) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "edgedistill.bench.torch_probe", "--checkpoint", str(checkpoint),
+         "--shape", ",".join(map(str, shape)), "--threads", str(threads), "--runs", str(runs)],
+        capture_output=True, text=True, timeout=600,
+    )
+    if done.returncode:
+        raise EdgeDistillError(f"the PyTorch memory probe failed: {done.stderr.strip()[-300:]}", "rerun with --no-memory")
+    figures = json.loads(done.stdout)
+    figures["file_bytes"] = checkpoint.stat().st_size
+    return figures
+
+
+def bench_pytorch(
+    checkpoints: dict[str, Path], shape: tuple[int, ...], threads: int, config: MeasureConfig, memory: bool = True,
+    memory_runs: int = 10, manifest_models: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Measure the checkpoints' networks in eager mode, interleaved; same schema as deploy.bench."""
+    torch.set_num_threads(threads)
+    x = torch.randn(shape)
+    models = {role: load_model_checkpoint(path).build() for role, path in checkpoints.items()}
+    with torch.inference_mode():
+        stats = interleaved({role: (lambda m=m: m(x)) for role, m in models.items()}, config)
+    results = []
+    for role, model in models.items():
+        entry = (manifest_models or {}).get(role, {})
+        weight_bytes = sum(p.numel() * p.element_size() for p in model.state_dict().values())
+        mem = _memory(checkpoints[role], shape, threads, memory_runs) if memory else None
+        if mem is not None:
+            mem["weight_bytes"] = weight_bytes
+        results.append({
+            "model": role, "backend": "pytorch", "threads": threads, "latency_ms": stats[role].to_dict(), "memory": mem,
+            "precision": "fp32", "artifact": str(checkpoints[role]), "accuracy": entry.get("accuracy"),
+            "params": entry.get("params"), "macs": entry.get("macs"), "arch": entry.get("arch"), "cheap": entry.get("cheap"),
+        })
+    env = environment_record(threads)
+    env["runtimes"] = {**env.get("runtimes", {}), "torch": torch.__version__}
+    return {"format": BENCH_FORMAT, "environment": env, "method": config.to_dict(), "results": results}

@@ -1,0 +1,109 @@
+"""``edgedistill bench``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgedistill.commands.common import friendly_errors, json_option, print_json
+from edgedistill.ui import err_console, mib, out_console, pct, table
+
+
+@click.command("bench", epilog="Examples:\n\n\b\n  edgedistill bench runs/od                       # export for this host, measure every local backend\n"
+               "  edgedistill bench bundles/od-rpi4-tvm --rpc-tracker 10.0.0.2:9190 --rpc-key rpi4\n"
+               "  edgedistill bench --import result-from-jetson.json")
+@click.argument("source", required=False, type=click.Path())
+@click.option("--target", "-t", default="host", show_default=True, help="Target to export a run directory for.")
+@click.option("--backend", "-b", "backends", multiple=True, help="pytorch | onnxruntime | tvm (repeatable).  [default: all that run here]")
+@click.option("--model", "models", type=click.Choice(["student", "teacher", "both"]), default="both", show_default=True)
+@click.option("--threads", type=int, help="Threads for every runtime.  [default: the target's, at most this machine's cores]")
+@click.option("--runs", type=int, default=100, show_default=True, help="Minimum timed runs per model.")
+@click.option("--min-time", type=float, default=2.0, show_default=True, help="Minimum timed seconds per model.")
+@click.option("--repeats", type=int, default=5, show_default=True, help="Interleaved blocks (student, teacher, ...).")
+@click.option("--warmup-runs", type=int, default=10, show_default=True)
+@click.option("--warmup-time", type=float, default=0.2, show_default=True)
+@click.option("--no-memory", is_flag=True, help="Skip the memory probes (fresh processes, a few seconds each).")
+@click.option("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker: run the bundle's TVM code on a remote board.")
+@click.option("--rpc-key", help="Board key registered with the tracker (e.g. rpi4).")
+@click.option("--rpc-wait", type=float, default=60.0, show_default=True, help="Seconds to wait for a free board.")
+@click.option("--import", "imports", multiple=True, type=click.Path(), help="A result JSON from 'python3 -m deploy.run bench' on a device (repeatable).")
+@click.option("--out", "-o", type=click.Path(), help="Report directory (report.json, report.md, accuracy-latency.png).  [default: BUNDLE/report]")
+@click.option("--plot/--no-plot", default=True, show_default=True, help="Write the accuracy-vs-latency PNG.")
+@click.option("--force", is_flag=True, help="Measure a bundle made for another target anyway (onnxruntime only makes sense then).")
+@json_option
+@friendly_errors
+def bench_command(source: str | None, target: str, backends: tuple[str, ...], models: str, threads: int | None, runs: int,
+                  min_time: float, repeats: int, warmup_runs: int, warmup_time: float, no_memory: bool, rpc_tracker: str | None,
+                  rpc_key: str | None, rpc_wait: float, imports: tuple[str, ...], out: str | None, plot: bool, force: bool,
+                  as_json: bool) -> None:
+    """Latency and memory of the student against its teacher, measured the same way.
+
+    SOURCE is a bundle (edgedistill export) or a run directory (exported for --target first).
+    Student and teacher are timed interleaved (warm-up by time and count, first run apart,
+    median/p90/p99 over repeats); memory is measured in fresh processes. The report shows the
+    measured speed-up beside the MACs ratio, and is written as JSON, markdown and a PNG plot.
+    """
+    from deploy.measure import MeasureConfig
+    from edgedistill.bench.report import compare_documents, markdown, report_document, where
+    from edgedistill.bench.service import BenchOptions, run_bench
+    from edgedistill.utils.atomic import write_json_atomic, write_text_atomic
+
+    try:
+        config = MeasureConfig(warmup_runs=warmup_runs, warmup_seconds=warmup_time, min_runs=runs, min_seconds=min_time, repeats=repeats)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    options = BenchOptions(
+        target=target, backends=backends, models=("student", "teacher") if models == "both" else (models,), threads=threads,
+        config=config, memory=not no_memory, rpc_tracker=rpc_tracker, rpc_key=rpc_key, rpc_wait_s=rpc_wait,
+        imports=imports, force=force,
+    )
+    with err_console.status("benchmarking") as status:
+        documents = run_bench(source, options, lambda message: (status.update(message), None if err_console.is_terminal else err_console.print(message)))
+    report = report_document(documents)
+    out_dir = Path(out) if out else (Path(source) / "report" if source and (Path(source) / "manifest.json").is_file() else Path("bench-report"))
+    write_json_atomic(out_dir / "report.json", report)
+    write_text_atomic(out_dir / "report.md", markdown(documents))
+    if plot:
+        from edgedistill.bench.plot import plot_accuracy_latency
+
+        plot_accuracy_latency(documents, out_dir / "accuracy-latency.png")
+    if as_json:
+        print_json(report)
+        return
+    rows = []
+    for document in documents:
+        for r in document["results"]:
+            lat, mem = r["latency_ms"], r.get("memory") or {}
+            top1 = (r.get("accuracy") or {}).get("test_top1")
+            rows.append((
+                where(document), r["backend"], r["model"], r.get("threads"), f"{lat['median']:.3f}", f"{lat['p90']:.3f}",
+                f"{lat['p99']:.3f}", f"{lat['cv']:.2f}" + (" [red]high[/]" if lat["high_cv"] else ""), f"{lat['first_run']:.2f}",
+                mib(mem.get("peak_rss_delta_bytes")), mib(mem.get("peak_rss_delta_bytes_arena_on")), mib(mem.get("file_bytes")),
+                mib(mem.get("weight_bytes")), "untrained" if top1 is None else pct(top1),
+            ))
+    out_console.print(table(
+        "latency (ms per batch) and memory",
+        ["where", "backend", "model", "threads", "median", "p90", "p99", "cv", "first run", "peak RSS Δ", "… ORT arena on",
+         "file", "weights", "test top-1"],
+        rows,
+    ))
+    comparisons = compare_documents(documents)
+    if comparisons:
+        out_console.print(table(
+            "student vs teacher",
+            ["where", "backend", "speed-up", "MACs ratio", "speed-up / MACs", "file ratio", "RSS ratio", "Δ top-1"],
+            [(c.where, c.backend, f"{c.speedup:.2f}×", f"{c.macs_ratio:.1f}×" if c.macs_ratio else None,
+              f"{c.speedup_vs_macs:.2f}" if c.speedup_vs_macs else None, f"{c.file_ratio:.1f}×" if c.file_ratio else None,
+              f"{c.rss_ratio:.1f}×" if c.rss_ratio else None,
+              f"{100 * c.accuracy_delta:+.2f} pt" if c.accuracy_delta is not None else "teacher untrained")
+             for c in comparisons],
+        ))
+    if any(r["latency_ms"]["high_cv"] for d in documents for r in d["results"]):
+        err_console.print("[yellow]warning:[/] high coefficient of variation: the machine was busy or throttling; rerun on a quiet machine")
+    if any((d.get("environment") or {}).get("emulated") for d in documents):
+        err_console.print("[yellow]warning:[/] emulated board: its timings mean nothing, only correctness does")
+    err_console.print(f"report: {out_dir}/report.json, report.md" + (", accuracy-latency.png" if plot else ""))
+
+
+COMMANDS = [bench_command]

@@ -1,0 +1,159 @@
+"""edgedistill bench: local backends, the device runner's results, RPC boards, reports and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgedistill.bench import rpc
+from edgedistill.cli import main
+from edgedistill.config import TrainConfig
+from edgedistill.export.pipeline import ExportOptions, export_bundle
+from edgedistill.training import train
+
+QUICK = ["--runs", "20", "--min-time", "0.05", "--repeats", "2", "--warmup-runs", "2", "--warmup-time", "0.01", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "run"
+    train(TrainConfig(dataset="digits", model="resnet8", method="mutual", epochs=1, limit=300, batch_size=64,
+                      threads=1, out=str(out)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle(run_dir: Path) -> Path:
+    out = run_dir.parent / "bundle"
+    export_bundle(run_dir, ExportOptions(target="host", backend="tvm", out=str(out), parity_samples=4))
+    return out
+
+
+def _bench(*args: str) -> tuple[int, str]:
+    """Exit code, and stdout for --json runs (else everything printed, errors included)."""
+    result = CliRunner().invoke(main, ["bench", *args])
+    return result.exit_code, result.stdout if "--json" in args and result.exit_code == 0 else result.output
+
+
+def test_every_local_backend_student_vs_teacher(bundle: Path, tmp_path: Path) -> None:
+    code, output = _bench(str(bundle), *QUICK, "--out", str(tmp_path / "r"), "--json")
+    assert code == 0, output
+    report = json.loads(output)
+    measured = {(r["backend"], r["model"]) for d in report["documents"] for r in d["results"]}
+    assert measured == {(b, m) for b in ("pytorch", "onnxruntime", "tvm") for m in ("student", "teacher")}
+    for document in report["documents"]:
+        for r in document["results"]:
+            lat = r["latency_ms"]
+            assert 0 < lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] and lat["runs"] >= 20
+            assert r["memory"]["file_bytes"] > 0 and r["memory"]["peak_rss_delta_bytes"] >= 0
+            assert r["accuracy"]["test_top1"] is not None and r["macs"] > 0
+        assert document["environment"]["threads"] >= 1
+    ort = next(r for d in report["documents"] for r in d["results"] if r["backend"] == "onnxruntime")
+    assert "peak_rss_delta_bytes_arena_on" in ort["memory"]  # the arena measured on and off
+    comparisons = {c["backend"]: c for c in report["comparisons"]}
+    assert set(comparisons) == {"pytorch", "onnxruntime", "tvm"}
+    for c in comparisons.values():
+        assert c["speedup"] > 0 and c["macs_ratio"] > 1 and c["speedup_vs_macs"] == pytest.approx(c["speedup"] / c["macs_ratio"])
+    for name in ("report.json", "report.md", "accuracy-latency.png"):
+        assert (tmp_path / "r" / name).stat().st_size > 0
+    assert "| where | backend |" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_device_result_is_imported_into_the_same_report(bundle: Path, tmp_path: Path) -> None:
+    result_file = tmp_path / "device.json"
+    device = subprocess.run(  # exactly what a board runs, from inside the bundle
+        [sys.executable, "-m", "deploy.run", "bench", "--backend", "onnxruntime", "--runs", "20", "--min-time", "0.05",
+         "--repeats", "2", "--threads", "1", "--no-memory", "--out", str(result_file)],
+        cwd=bundle, capture_output=True, text=True, timeout=300,
+    )
+    assert device.returncode == 0, device.stderr
+    code, output = _bench("--import", str(result_file), "--out", str(tmp_path / "r"), "--no-plot", "--json")
+    assert code == 0, output
+    report = json.loads(output)
+    assert [c["backend"] for c in report["comparisons"]] == ["onnxruntime"]
+
+
+def test_run_directory_is_exported_once_then_reused(run_dir: Path, tmp_path: Path) -> None:
+    args = [str(run_dir), "--backend", "onnxruntime", "--no-memory", "--no-plot", *QUICK, "--out", str(tmp_path / "r")]
+    code, output = _bench(*args)
+    assert code == 0, output
+    bundle = run_dir / "bundles" / "host-tvm" / "manifest.json"
+    stamp = bundle.stat().st_mtime_ns
+    code, output = _bench(*args)
+    assert code == 0 and bundle.stat().st_mtime_ns == stamp
+
+
+@pytest.fixture(scope="module")
+def tracker() -> Iterator[rpc.TrackerProcess]:
+    with rpc.start_tracker(lifetime_s=300) as proc:
+        yield proc
+
+
+def test_bench_through_an_rpc_board(bundle: Path, tracker: rpc.TrackerProcess, tmp_path: Path) -> None:
+    address = f"{tracker.address[0]}:{tracker.address[1]}"
+    with rpc.start_server(tracker.address, "host-board", lifetime_s=300):
+        code, output = _bench(str(bundle), "--rpc-tracker", address, "--rpc-key", "host-board", *QUICK[:-2],
+                              "--out", str(tmp_path / "r"), "--no-plot", "--json")
+    assert code == 0, output
+    (document,) = json.loads(output)["documents"]
+    assert document["environment"]["rpc"]["key"] == "host-board"
+    for r in document["results"]:
+        assert r["backend"] == "tvm-rpc" and r["parity"]["passed"] and r["latency_ms"]["median"] > 0
+
+
+def test_rpc_failures_are_clear_and_bounded(bundle: Path, tracker: rpc.TrackerProcess) -> None:
+    start = time.monotonic()
+    code, output = _bench(str(bundle), "--rpc-tracker", "127.0.0.1:1", "--rpc-key", "rpi4", "--no-plot")
+    assert code == 2 and "tracker" in output
+    address = f"{tracker.address[0]}:{tracker.address[1]}"
+    code, output = _bench(str(bundle), "--rpc-tracker", address, "--rpc-key", "no-such-board", "--rpc-wait", "2", "--no-plot")
+    assert code == 2 and "no-such-board" in output
+    assert time.monotonic() - start < 60
+
+
+def test_tampered_bundle_is_refused(bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    with open(copy / "models" / "student.onnx", "ab") as handle:
+        handle.write(b"\0")
+    code, output = _bench(str(copy), "--no-plot")
+    assert code == 2 and "student.onnx" in output
+
+
+def test_bundle_for_another_target_is_refused(run_dir: Path, tmp_path: Path) -> None:
+    if not __import__("shutil").which("aarch64-linux-gnu-gcc"):
+        pytest.skip("aarch64-linux-gnu-gcc not installed")
+    export_bundle(run_dir, ExportOptions(target="rpi4", out=str(tmp_path / "pi"), models=("student",), parity_samples=4))
+    code, output = _bench(str(tmp_path / "pi"), "--no-plot")
+    assert code == 2 and "rpi4" in output
+    code, output = _bench(str(tmp_path / "pi"), "--force", "--backend", "tvm", "--no-plot")
+    assert code == 2 and "cannot run the bundle's TVM code here" in output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--backend", "tensorrt"], "unknown backend"),
+    (["--rpc-tracker", "127.0.0.1:9"], "needs --rpc-key"),
+])
+def test_bad_bench_input(bundle: Path, args: list[str], message: str) -> None:
+    code, output = _bench(str(bundle), "--no-plot", *args)
+    assert code == 2 and message in output, output
+
+
+def test_bad_import_and_missing_source(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    code, output = _bench("--import", str(broken))
+    assert code == 2 and "not valid JSON" in output
+    code, output = _bench(str(tmp_path / "nothing"))
+    assert code == 2 and "no such bundle" in output
+    code, output = _bench()
+    assert code == 2 and "nothing to benchmark" in output

@@ -1,0 +1,49 @@
+"""The whole chain on an emulated Raspberry Pi 4: train → export for rpi4 → bench through a TVM RPC tracker.
+
+The student and teacher are cross-compiled for Cortex-A72, uploaded to the
+emulated arm64 board (qemu-user, see edgedistill.bench.emulated_board), and
+their outputs checked against onnxruntime on the host by ``edgedistill bench``
+itself. Times under emulation mean nothing: the test checks they are labelled so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgedistill.bench import emulated_board
+from edgedistill.cli import main
+from edgedistill.config import TrainConfig
+from edgedistill.training import train
+
+_missing = emulated_board.missing_tools() + ([] if shutil.which("aarch64-linux-gnu-gcc") else ["aarch64-linux-gnu-gcc"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(_missing), reason=f"needs {', '.join(_missing)} (apt-get install qemu-user-static debootstrap gcc-aarch64-linux-gnu)")
+def test_rpi4_bundle_runs_on_the_emulated_board_and_matches_onnxruntime(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(TrainConfig(dataset="digits", model="resnet8", method="mutual", epochs=1, limit=300, batch_size=64,
+                      threads=1, out=str(run)))
+    result = CliRunner().invoke(main, ["export", str(run), "--target", "rpi4", "--out", str(tmp_path / "pi"), "--parity-samples", "4"])
+    assert result.exit_code == 0, result.output
+    rootfs = emulated_board.ensure_rootfs()
+    with (
+        emulated_board.start_tracker(lifetime_s=900) as tracker,
+        emulated_board.start_board(*tracker.address, "rpi4-emulated", rootfs=rootfs, lifetime_s=900),
+    ):
+        result = CliRunner().invoke(main, [
+            "bench", str(tmp_path / "pi"), "--rpc-tracker", f"{tracker.address[0]}:{tracker.address[1]}",
+            "--rpc-key", "rpi4-emulated", "--runs", "10", "--min-time", "0.5", "--repeats", "2", "--warmup-runs", "2",
+            "--out", str(tmp_path / "report"), "--json",
+        ])
+    assert result.exit_code == 0, result.output
+    (document,) = json.loads(result.stdout)["documents"]
+    assert document["environment"]["emulated"] is True and document["environment"]["machine"] == "aarch64"
+    for r in document["results"]:
+        assert r["backend"] == "tvm-rpc" and r["parity"]["passed"] and r["parity"]["max_abs_diff"] < 1e-3
+    assert "[emulated]" in (tmp_path / "report" / "report.md").read_text()
