@@ -21,9 +21,9 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from edgedistill.commands import bench_cmd, eval_cmd, export_cmd, info_cmd, train_cmd
+    from edgedistill.commands import bench_cmd, demo_cmd, eval_cmd, export_cmd, info_cmd, train_cmd
 
-    for module in (train_cmd, eval_cmd, export_cmd, bench_cmd, info_cmd):
+    for module in (demo_cmd, train_cmd, eval_cmd, export_cmd, bench_cmd, info_cmd):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -266,8 +266,8 @@ def prepare_run_dir(cfg: TrainConfig, resume: bool) -> RunDir:
     return run
 
 
-def train(cfg: TrainConfig, reporter: EpochReporter | None = None, resume: bool = False) -> TrainSummary:
-    """Run (or resume) a whole training run and return its summary."""
+def train(cfg: TrainConfig, reporter: EpochReporter | None = None, resume: bool = False) -> TrainSummary | None:
+    """Run (or resume) a whole training run; return its summary (``None`` on DDP ranks other than 0)."""
     cfg.validate()
     run = prepare_run_dir(cfg, resume)
     with training_runtime(cfg.device, cfg.amp, cfg.channels_last, cfg.threads) as runtime:
@@ -279,4 +279,5 @@ def train(cfg: TrainConfig, reporter: EpochReporter | None = None, resume: bool 
             write_text_atomic(run.config, config_yaml(cfg))
         start = time.perf_counter()
         session.fit()
-        return session.finish(time.perf_counter() - start)
+        summary = session.finish(time.perf_counter() - start)
+        return summary if runtime.is_main else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -50,8 +51,6 @@ def test_od_run_learns_and_writes_the_run_directory(od_run: Path) -> None:
 def test_eval_command_reproduces_the_test_accuracy(od_run: Path) -> None:
     result = CliRunner().invoke(main, ["eval", str(od_run), "--json"])
     assert result.exit_code == 0, result.output
-    import json
-
     report = json.loads(result.output)
     assert report["top1"] == pytest.approx(load_model_checkpoint(od_run / "student-best.pt").metrics["test_top1"])
 
@@ -132,3 +131,17 @@ def test_corrupt_checkpoint_gives_one_clear_error(tmp_path: Path, od_run: Path) 
     assert result.exit_code == 2 and "corrupt" in result.output
     with pytest.raises(EdgeDistillError, match="not found"):
         load_model_checkpoint(tmp_path / "missing.pt")
+
+
+def test_ddp_with_torchrun_on_cpu(tmp_path: Path) -> None:
+    """The same command under torchrun: two Gloo processes, one set of files, one report."""
+    out = tmp_path / "ddp"
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+            "-m", "edgedistill.cli", "train", "--quiet", "--method", "mutual", "--epochs", "1", "--limit", "400",
+            "--out", str(out), *[f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("mutual on digits") == 1  # only rank 0 reports
+    assert (out / "summary.json").is_file() and (out / "student-best.pt").is_file()
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["images_per_s"] > 0

@@ -45,7 +45,7 @@ def bench_command(source: str | None, target: str, backends: tuple[str, ...], mo
     measured speed-up beside the MACs ratio, and is written as JSON, markdown and a PNG plot.
     """
     from deploy.measure import MeasureConfig
-    from edgedistill.bench.report import compare_documents, markdown, report_document, where
+    from edgedistill.bench.report import markdown, report_document
     from edgedistill.bench.service import BenchOptions, run_bench
     from edgedistill.utils.atomic import write_json_atomic, write_text_atomic
 
@@ -71,6 +71,14 @@ def bench_command(source: str | None, target: str, backends: tuple[str, ...], mo
     if as_json:
         print_json(report)
         return
+    render_bench(documents)
+    err_console.print(f"report: {out_dir}/report.json, report.md" + (", accuracy-latency.png" if plot else ""))
+
+
+def render_bench(documents: list[dict]) -> None:
+    """The latency/memory table and the student-vs-teacher comparison, with warnings."""
+    from edgedistill.bench.report import compare_documents, where
+
     rows = []
     for document in documents:
         for r in document["results"]:
@@ -103,7 +111,6 @@ def bench_command(source: str | None, target: str, backends: tuple[str, ...], mo
         err_console.print("[yellow]warning:[/] high coefficient of variation: the machine was busy or throttling; rerun on a quiet machine")
     if any((d.get("environment") or {}).get("emulated") for d in documents):
         err_console.print("[yellow]warning:[/] emulated board: its timings mean nothing, only correctness does")
-    err_console.print(f"report: {out_dir}/report.json, report.md" + (", accuracy-latency.png" if plot else ""))
 
 
 COMMANDS = [bench_command]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import click
 
 from edgedistill.commands.common import friendly_errors, json_option, print_json
 from edgedistill.ui import err_console, mib, out_console, pct, si, table
+
+if TYPE_CHECKING:
+    from edgedistill.export.pipeline import ExportSummary
 
 
 @click.command("export", epilog="Example: edgedistill export runs/od --target rpi4   (then: edgedistill bench bundles/od-rpi4-tvm)")
@@ -56,6 +60,10 @@ def export_command(source: str, target: str, models: str, backend: str | None, o
     if as_json:
         print_json(dataclasses.asdict(summary))
         return
+    render_export_summary(summary)
+
+
+def render_export_summary(summary: ExportSummary) -> None:
     rows = []
     for m in summary.models:
         worst = max(p["max_abs_diff"] for p in m.parity)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from edgedistill.commands.common import friendly_errors, json_option, print_json
 from edgedistill.ui import err_console, out_console, pct, si, table
+
+if TYPE_CHECKING:
+    from edgedistill.training import TrainSummary
 
 # Every option defaults to None so that only flags the user typed override the config file.
 _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
@@ -88,9 +91,15 @@ def train_command(config_file: str | None, resume: bool, quiet: bool, as_json: b
     else:
         with RichEpochReporter(cfg.epochs) as reporter:
             summary = train(cfg, reporter, resume=resume)
+    if summary is None:  # another DDP process: rank 0 reports
+        return
     if as_json:
         print_json(summary.to_dict())
         return
+    render_train_summary(summary)
+
+
+def render_train_summary(summary: TrainSummary) -> None:
     rows = [
         (n.name, n.role, n.model, si(n.params), si(n.macs), pct(n.val_top1), n.best_epoch + 1 if n.best_epoch is not None else None, pct(n.test_top1))
         for n in summary.networks

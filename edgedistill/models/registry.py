@@ -80,4 +80,4 @@ def create_model(spec: ModelSpec) -> nn.Module:
 
 def _import_builtin_models() -> None:
     # Registration happens on import of the model modules.
-    from edgedistill.models import ensemble, imagenet, resnet_cifar, vgg, wide_resnet  # noqa: F401
+    from edgedistill.models import ensemble, imagenet, resnet_cifar, resnet_imagenet, vgg, wide_resnet  # noqa: F401

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Deploy-side figures on this host: teacher vs group / depthwise / shift students.
+
+For ResNet-20 (3×32×32, CIFAR-size) and an ImageNet ResNet-18 (3×224×224), each
+network is exported to ONNX and compiled by TVM for this CPU, untuned and tuned
+with a fixed MetaSchedule budget; then, per backend, the four networks are timed
+interleaved with the project's method (deploy/measure.py) and their memory is
+probed in fresh processes. Weights are freshly initialised: latency and memory
+do not depend on their values, and no accuracy is claimed here.
+
+Writes benchmarks/results/deploy-host.{json,md} and prints the table.
+
+    python benchmarks/deploy_host.py                              # defaults below, ~40 min on 2 cores
+    python benchmarks/deploy_host.py --tune-trials 0 --quick      # no tuning, short timing
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploy.env import environment_record
+from deploy.measure import MeasureConfig, interleaved
+from deploy.memory import memory_figures
+from deploy.runners import open_runner
+from edgedistill.cheap import CheapSpec
+from edgedistill.export.onnx_export import INPUT_NAME, export_onnx
+from edgedistill.export.targets import load_target
+from edgedistill.export.tvm_backend import compile_onnx
+from edgedistill.models import ModelSpec, complexity, create_model
+from edgedistill.utils.atomic import write_json_atomic, write_text_atomic
+
+RESULTS = Path(__file__).parent / "results"
+NETWORKS = {"resnet20": (10, 32), "imagenet_resnet18": (1000, 224)}
+VARIANTS = {"teacher": None, "group": CheapSpec("group", 4), "depthwise": CheapSpec("depthwise"), "shift": CheapSpec("shift")}
+
+
+def build(work: Path, arch: str, variant: str, trial_budgets: list[int], tuning_dir: Path) -> dict[str, Any]:
+    classes, size = NETWORKS[arch]
+    spec = ModelSpec(arch, classes, 3, cheap=VARIANTS[variant])
+    model = create_model(spec).eval()
+    shape = (1, 3, size, size)
+    onnx_path = work / f"{arch}-{variant}.onnx"
+    export_onnx(model, shape, onnx_path, opset=18)
+    entry: dict[str, Any] = {"arch": arch, "variant": variant, "model": spec.describe(), "shape": shape, "onnx": onnx_path,
+                             **complexity(model, shape).to_dict(), "tvm": {}}
+    target = load_target("host")
+    for trials in trial_budgets:
+        start = time.perf_counter()
+        artifact = compile_onnx(onnx_path, target, work / f"{arch}-{variant}-t{trials}.so", input_name=INPUT_NAME,
+                                input_shape=shape, tune_trials=trials, tuning_dir=tuning_dir,
+                                progress=lambda m: print(f"  {arch}/{variant}/{trials}: {m}", flush=True))
+        entry["tvm"][trials] = {"path": artifact.path, "seconds": time.perf_counter() - start, "reused": artifact.tuning_reused}
+    return entry
+
+
+def measure(entries: list[dict[str, Any]], backend: str, trials: int | None, threads: int, config: MeasureConfig,
+            memory: bool) -> dict[str, dict[str, Any]]:
+    artifacts = {e["variant"]: (e["onnx"] if backend == "onnxruntime" else e["tvm"][trials]["path"]) for e in entries}
+    x = np.random.default_rng(0).standard_normal(entries[0]["shape"]).astype(np.float32)
+    runners = {v: open_runner(backend, p, threads) for v, p in artifacts.items()}
+    stats = interleaved({v: (lambda r=r: r.run(x)) for v, r in runners.items()}, config)
+    del runners
+    out = {}
+    for e in entries:
+        v = e["variant"]
+        out[v] = {"latency_ms": stats[v].to_dict(),
+                  "memory": memory_figures(backend, artifacts[v], e["onnx"], e["shape"], threads) if memory else None}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
+    parser.add_argument("--tune-trials", type=int, nargs="*", default=[64],
+                        help="MetaSchedule budgets for the tuned TVM rows (ResNet-20 only; 0 or none to skip)")
+    parser.add_argument("--tune-imagenet", action="store_true", help="also tune the 224×224 networks (long)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="20 runs / 0.3 s instead of the full method")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "edgedistill" / "deploy-host")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    config = MeasureConfig(min_runs=20, min_seconds=0.3, repeats=3) if args.quick else MeasureConfig()
+    budgets = [t for t in args.tune_trials if t > 0]
+
+    rows = []
+    for arch in args.networks:
+        tuned = budgets if (arch == "resnet20" or args.tune_imagenet) else []
+        entries = [build(args.work, arch, v, [0, *tuned], args.work / "tuning") for v in VARIANTS]
+        backends = [("onnxruntime", None), ("tvm", 0), *[("tvm", t) for t in tuned]]
+        for backend, trials in backends:
+            label = backend if trials is None else f"tvm ({'untuned' if trials == 0 else f'{trials} trials'})"
+            print(f"measuring {arch} with {label}", flush=True)
+            measured = measure(entries, backend, trials, args.threads, config, not args.no_memory)
+            teacher = measured["teacher"]["latency_ms"]["median"]
+            for e in entries:
+                m = measured[e["variant"]]
+                rows.append({
+                    "arch": arch, "variant": e["variant"], "model": e["model"], "backend": label, "params": e["params"],
+                    "macs": e["macs"], "macs_ratio": entries[0]["macs"] / e["macs"], "latency_ms": m["latency_ms"],
+                    "speedup": teacher / m["latency_ms"]["median"], "memory": m["memory"],
+                    "compile_seconds": None if trials is None else e["tvm"][trials]["seconds"],
+                })
+    by_key = {(r["arch"], r["variant"], r["backend"]): r for r in rows}
+    for r in rows:
+        ort = by_key.get((r["arch"], r["variant"], "onnxruntime"))
+        r["vs_onnxruntime"] = r["latency_ms"]["median"] / ort["latency_ms"]["median"] if ort else None
+        r["speedup_vs_macs"] = r["speedup"] / r["macs_ratio"] if r["variant"] != "teacher" else None
+
+    result = {"benchmark": "deploy-host", "environment": environment_record(args.threads), "method": config.to_dict(),
+              "tune_trials": budgets, "note": "freshly initialised weights: latency and memory only", "rows": rows}
+    write_json_atomic(RESULTS / "deploy-host.json", result)
+    lines = [f"Host: {result['environment']['cpu_model']}, {args.threads} threads. Batch 1. Median latency (ms) with p90; "
+             "speed-up = teacher median / network median on the same backend; 'vs ORT' = latency / onnxruntime latency.", "",
+             "| network | variant | MACs | MACs ratio | backend | median ms | p90 ms | cv | speed-up | speed-up / MACs ratio | vs ORT | peak RSS Δ MiB | file MiB |",
+             "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lat, mem = r["latency_ms"], r["memory"] or {}
+        rss = "—" if not mem else f"{mem['peak_rss_delta_bytes'] / 2**20:.1f}"
+        size = "—" if not mem else f"{mem['file_bytes'] / 2**20:.2f}"
+        eff = "—" if r["speedup_vs_macs"] is None else f"{r['speedup_vs_macs']:.2f}"
+        lines.append(f"| {r['arch']} | {r['variant']} | {r['macs'] / 1e6:.1f} M | {r['macs_ratio']:.1f}× | {r['backend']} | "
+                     f"{lat['median']:.3f} | {lat['p90']:.3f} | {lat['cv']:.2f} | {r['speedup']:.2f}× | {eff} | "
+                     f"{r['vs_onnxruntime']:.2f} | {rss} | {size} |")
+    write_text_atomic(RESULTS / "deploy-host.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""``edgedistill demo``: the three stages end to end on the offline default data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgedistill.commands.common import friendly_errors
+from edgedistill.errors import EdgeDistillError
+from edgedistill.ui import err_console
+
+
+@click.command("demo")
+@click.option("--out", "-o", default="runs/demo", show_default=True, help="Where the run, bundle and report go.")
+@click.option("--method", default="mutual", show_default=True,
+              help="mutual: a standard-conv teacher and its student learn together, so the bench compares two trained "
+                   "networks; od: the paper's online teacher over 4 students (the bench's teacher is then an untrained reference).")
+@click.option("--kind", "-k", default="shift", show_default=True, help="Cheap convolution of the student.")
+@click.option("--epochs", "-e", type=int, default=1, show_default=True)
+@click.option("--target", "-t", default="host", show_default=True)
+@click.option("--threads", type=int, help="CPU threads for training and benchmarking.")
+@friendly_errors
+def demo_command(out: str, method: str, kind: str, epochs: int, target: str, threads: int | None) -> None:
+    """Train (Fashion-MNIST, ResNet-20), export for --target, and benchmark student vs teacher.
+
+    Offline, a few minutes on a laptop CPU. Each stage prints its table; everything lands in --out.
+    """
+    from deploy.measure import MeasureConfig
+    from edgedistill.bench.service import BenchOptions, run_bench
+    from edgedistill.commands.bench_cmd import render_bench
+    from edgedistill.commands.export_cmd import render_export_summary
+    from edgedistill.commands.train_cmd import render_train_summary
+    from edgedistill.config import TrainConfig
+    from edgedistill.distill.progress import RichEpochReporter
+    from edgedistill.export.pipeline import ExportOptions, export_bundle
+    from edgedistill.training import train
+
+    root = Path(out)
+    if root.exists():
+        raise EdgeDistillError(f"{root} already exists", "remove it or pass another --out")
+    err_console.rule("1/3  train")
+    cfg = TrainConfig(method=method, kind=kind, epochs=epochs, threads=threads, out=str(root / "run"))
+    with RichEpochReporter(cfg.epochs) as reporter:
+        summary = train(cfg, reporter)
+    if summary is None:
+        return
+    render_train_summary(summary)
+    err_console.rule(f"2/3  export for {target}")
+    with err_console.status("exporting") as status:
+        exported = export_bundle(root / "run", ExportOptions(target=target, backend="tvm", out=str(root / "bundle")),
+                                 lambda message: status.update(message))
+    render_export_summary(exported)
+    err_console.rule("3/3  benchmark")
+    with err_console.status("benchmarking") as status:
+        documents = run_bench(str(root / "bundle"), BenchOptions(threads=threads, config=MeasureConfig()),
+                              lambda message: status.update(message))
+    render_bench(documents)
+
+
+COMMANDS = [demo_command]
