@@ -14,19 +14,14 @@ from click.testing import CliRunner
 
 from edgedistill.bench import rpc
 from edgedistill.cli import main
-from edgedistill.config import TrainConfig
 from edgedistill.export.pipeline import ExportOptions, export_bundle
-from edgedistill.training import train
 
 QUICK = ["--runs", "20", "--min-time", "0.05", "--repeats", "2", "--warmup-runs", "2", "--warmup-time", "0.01", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bench") / "run"
-    train(TrainConfig(dataset="digits", model="resnet8", method="mutual", epochs=1, limit=300, batch_size=64,
-                      threads=1, out=str(out)))
-    return out
+def run_dir(mutual_run: Path) -> Path:
+    return mutual_run
 
 
 @pytest.fixture(scope="module")

@@ -17,19 +17,14 @@ from click.testing import CliRunner
 
 from edgedistill.bench import emulated_board
 from edgedistill.cli import main
-from edgedistill.config import TrainConfig
-from edgedistill.training import train
 
 _missing = emulated_board.missing_tools() + ([] if shutil.which("aarch64-linux-gnu-gcc") else ["aarch64-linux-gnu-gcc"])
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(bool(_missing), reason=f"needs {', '.join(_missing)} (apt-get install qemu-user-static debootstrap gcc-aarch64-linux-gnu)")
-def test_rpi4_bundle_runs_on_the_emulated_board_and_matches_onnxruntime(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    train(TrainConfig(dataset="digits", model="resnet8", method="mutual", epochs=1, limit=300, batch_size=64,
-                      threads=1, out=str(run)))
-    result = CliRunner().invoke(main, ["export", str(run), "--target", "rpi4", "--out", str(tmp_path / "pi"), "--parity-samples", "4"])
+def test_rpi4_bundle_runs_on_the_emulated_board_and_matches_onnxruntime(mutual_run: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["export", str(mutual_run), "--target", "rpi4", "--out", str(tmp_path / "pi"), "--parity-samples", "4"])
     assert result.exit_code == 0, result.output
     rootfs = emulated_board.ensure_rootfs()
     with (

@@ -16,12 +16,10 @@ from click.testing import CliRunner
 from deploy.manifest import load_manifest, verify_files
 from edgedistill.cheap import CheapSpec
 from edgedistill.cli import main
-from edgedistill.config import TrainConfig
 from edgedistill.errors import EdgeDistillError, ToolchainError, UnknownNameError
 from edgedistill.export.onnx_export import export_onnx, read_metadata
 from edgedistill.export.pipeline import ExportOptions, elf_machine, export_bundle
 from edgedistill.models import ModelSpec, create_model
-from edgedistill.training import train
 
 
 @pytest.mark.parametrize(("arch", "kind"), [
@@ -58,11 +56,8 @@ def test_dynamic_batch_and_an_old_opset(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("export") / "mutual"
-    train(TrainConfig(dataset="digits", model="resnet8", method="mutual", epochs=1, limit=300, batch_size=64,
-                      threads=1, out=str(out)))
-    return out
+def run_dir(mutual_run: Path) -> Path:
+    return mutual_run
 
 
 def _options(tmp_path: Path, **kw: object) -> ExportOptions:

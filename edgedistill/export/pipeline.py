@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from deploy.runners import OnnxRuntimeRunner
 from edgedistill.errors import EdgeDistillError, ToolchainError
 from edgedistill.export import onnx_export
 from edgedistill.export.bundle import directory_bytes, finish_bundle
@@ -163,7 +164,7 @@ class BundleBuilder:
                                            dynamic_batch=self.options.dynamic_batch, metadata=metadata)
         self.report(f"{role}: checking onnxruntime against PyTorch on {samples.source}")
         reference = self._torch_outputs(model, samples.inputs)
-        ort_out = run_batched(_onnxruntime(onnx_path), samples.inputs, self.options.batch)
+        ort_out = run_batched(OnnxRuntimeRunner(onnx_path, threads=1).run, samples.inputs, self.options.batch)
         parity = [require(compare(reference, ort_out, ("pytorch", "onnxruntime")))]
         artifacts, compiled = self._compile(role, onnx_path, shape, ort_out, samples, parity)
         cost = complexity(model, (1, *checkpoint.input_shape))
@@ -258,15 +259,6 @@ class BundleBuilder:
         path.parent.mkdir()
         np.save(path, samples.inputs)
         return samples.source
-
-
-def _onnxruntime(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {onnx_export.INPUT_NAME: x})[0]
 
 
 def _tensorrt_and_gpu_here() -> bool:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from edgedistill.errors import ToolchainError
+from edgedistill.models.base import FeatureClassifier
 from edgedistill.models.registry import register_model
 
 
@@ -24,7 +25,7 @@ def _torchvision_models():  # noqa: ANN202 - module object
     return tv_models
 
 
-class TorchvisionResNet(nn.Module):
+class TorchvisionResNet(FeatureClassifier):
     """A torchvision ResNet exposing ``forward_features`` / ``forward_head``."""
 
     def __init__(self, net: nn.Module, in_channels: int) -> None:
@@ -33,18 +34,11 @@ class TorchvisionResNet(nn.Module):
             net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layers = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self._init_head(net.fc.in_features, net.fc.out_features)
         self.fc = net.fc
-        self.num_features = net.fc.in_features
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(self.stem(x))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(features), 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model("resnet18")

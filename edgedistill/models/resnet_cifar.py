@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgedistill.models.base import FeatureClassifier, init_weights, residual_stages
 from edgedistill.models.registry import register_model
 
 
@@ -36,46 +37,20 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(FeatureClassifier):
     def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, width: int = 16) -> None:
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
-        blocks = (depth - 2) // 6
-        widths = (width, 2 * width, 4 * width)
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, 1, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
         )
-        layers: list[nn.Module] = []
-        in_ch = width
-        for stage, out_ch in enumerate(widths):
-            for i in range(blocks):
-                stride = 2 if stage > 0 and i == 0 else 1
-                layers.append(BasicBlock(in_ch, out_ch, stride))
-                in_ch = out_ch
-        self.layers = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_ch, num_classes)
-        self.num_features = in_ch
-        _init_weights(self)
+        self.layers, features = residual_stages(BasicBlock, width, (width, 2 * width, 4 * width), [(depth - 2) // 6] * 3)
+        self._init_head(features, num_classes)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(self.stem(x))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(features), 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-def _init_weights(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 def _register(depth: int) -> None:

@@ -11,37 +11,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgedistill.models.base import FeatureClassifier, init_weights, residual_stages
 from edgedistill.models.registry import register_model
-from edgedistill.models.resnet_cifar import BasicBlock, _init_weights
+from edgedistill.models.resnet_cifar import BasicBlock
 
 
-class ImageNetResNet(nn.Module):
-    def __init__(self, blocks: tuple[int, ...], num_classes: int = 1000, in_channels: int = 3) -> None:
+class ImageNetResNet(FeatureClassifier):
+    def __init__(self, depths: tuple[int, ...], num_classes: int = 1000, in_channels: int = 3) -> None:
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
         )
-        layers: list[nn.Module] = []
-        in_ch = 64
-        for stage, count in enumerate(blocks):
-            out_ch = 64 * 2**stage
-            for i in range(count):
-                layers.append(BasicBlock(in_ch, out_ch, 2 if stage > 0 and i == 0 else 1))
-                in_ch = out_ch
-        self.layers = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_ch, num_classes)
-        self.num_features = in_ch
-        _init_weights(self)
+        self.layers, features = residual_stages(BasicBlock, 64, (64, 128, 256, 512), depths)
+        self._init_head(features, num_classes)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(self.stem(x))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(features), 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model("imagenet_resnet18")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgedistill.models.base import FeatureClassifier, init_weights
 from edgedistill.models.registry import register_model
-from edgedistill.models.resnet_cifar import _init_weights
 
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
-class CifarVGG(nn.Module):
+class CifarVGG(FeatureClassifier):
     def __init__(self, layout: tuple, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -23,19 +23,11 @@ class CifarVGG(nn.Module):
                 layers += [nn.Conv2d(ch, int(item), 3, padding=1, bias=False), nn.BatchNorm2d(int(item)), nn.ReLU(inplace=True)]
                 ch = int(item)
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(ch, num_classes)
-        self.num_features = ch
-        _init_weights(self)
+        self._init_head(ch, num_classes)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(features), 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model("vgg16")

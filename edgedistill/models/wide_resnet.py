@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgedistill.models.base import FeatureClassifier, init_weights, residual_stages
 from edgedistill.models.registry import register_model
-from edgedistill.models.resnet_cifar import _init_weights
 
 
 class PreActBlock(nn.Module):
@@ -29,37 +29,22 @@ class PreActBlock(nn.Module):
         return out + (self.shortcut(pre) if self.shortcut is not None else x)
 
 
-class WideResNet(nn.Module):
+class WideResNet(FeatureClassifier):
     def __init__(
         self, depth: int, widen: int, num_classes: int = 10, in_channels: int = 3, dropout: float = 0.0
     ) -> None:
         super().__init__()
         if (depth - 4) % 6:
             raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
-        blocks = (depth - 4) // 6
-        widths = (16 * widen, 32 * widen, 64 * widen)
         self.stem = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
-        layers: list[nn.Module] = []
-        in_ch = 16
-        for stage, out_ch in enumerate(widths):
-            for i in range(blocks):
-                layers.append(PreActBlock(in_ch, out_ch, 2 if stage > 0 and i == 0 else 1, dropout))
-                in_ch = out_ch
-        self.layers = nn.Sequential(*layers)
-        self.final = nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_ch, num_classes)
-        self.num_features = in_ch
-        _init_weights(self)
+        widths = (16 * widen, 32 * widen, 64 * widen)
+        self.layers, features = residual_stages(PreActBlock, 16, widths, [(depth - 4) // 6] * 3, dropout=dropout)
+        self.final = nn.Sequential(nn.BatchNorm2d(features), nn.ReLU(inplace=True))
+        self._init_head(features, num_classes)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.final(self.layers(self.stem(x)))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(features), 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _register(depth: int, widen: int) -> None:
