@@ -152,6 +152,13 @@ def test_bad_values_are_clear_errors(tmp_path: Path, old: str, new: str, message
     assert str(path) in str(info.value)
 
 
+def test_a_table_written_as_a_value_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "flat.toml"
+    path.write_text('software = "3.11"\n' + RPI4.split("[software]")[0], "utf-8")
+    with pytest.raises(EdgeDistillError, match="'software' must be a table"):
+        load_target(str(path))
+
+
 def test_cuda_target_needs_a_host(tmp_path: Path) -> None:
     text = importlib.resources.files("edgedistill.target_files").joinpath("jetson-orin-nano.toml").read_text("utf-8")
     path = tmp_path / "no-host.toml"

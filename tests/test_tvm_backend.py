@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgedistill.errors import ToolchainError
+from edgedistill.errors import EdgeDistillError, ToolchainError
 from edgedistill.export import tvm_backend
 from edgedistill.export.targets import host_arch, load_target
 from edgedistill.export.tvm_backend import compile_onnx, run_local
@@ -217,6 +217,10 @@ def test_bad_arguments(onnx_path: Path, tmp_path: Path) -> None:
         compile_onnx(onnx_path, load_target("host"), tmp_path / "m.so", input_name="image", input_shape=SHAPE)
     with pytest.raises(ToolchainError, match=r"\*\.so .* or \*\.tar"):
         compile_for(onnx_path, "host", tmp_path / "m.bin")
+    (tmp_path / "junk.onnx").write_bytes(b"not a protobuf")
+    for missing_or_corrupt in (tmp_path / "missing.onnx", tmp_path / "junk.onnx"):
+        with pytest.raises(EdgeDistillError, match="cannot read ONNX model"):
+            compile_for(missing_or_corrupt, "host", tmp_path / "m.so")
 
 
 def test_tuning_a_foreign_target_is_refused(onnx_path: Path, tmp_path: Path) -> None:

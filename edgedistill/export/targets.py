@@ -43,6 +43,7 @@ CROSS_TRIPLES = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}
 _REQUIRED = ("name", "description", "device", "backends", "precision", "onnx_opset")
 _DETECTED = ("arch", "threads")
 _OPTIONAL = ("aliases", "detect", "cpu", "gpu", "tvm", "tensorrt", "software")
+_TABLES = ("cpu", "gpu", "tvm", "tensorrt", "software")
 _TVM_KEYS = ("target", "cross_compiler")
 
 
@@ -135,12 +136,15 @@ def _check_keys(data: Mapping[str, Any], source: str) -> None:
     for key in data:
         if key not in known:
             raise _fail(source, f"unknown key '{key}'", _closest(key, known) + "valid: " + ", ".join(known))
+    for key in _TABLES:
+        if key in data and not isinstance(data[key], Mapping):
+            raise _fail(source, f"'{key}' must be a table", f"write it as [{key}] with keys under it")
     needed = _REQUIRED + (() if data.get("detect") else _DETECTED)
     missing = [key for key in needed if key not in data]
     if missing:
         raise _fail(source, "missing " + ", ".join(f"'{k}'" for k in missing), "see targets/rpi4.toml for a complete example")
     tvm = data.get("tvm", {})
-    if not isinstance(tvm, Mapping) or not isinstance(tvm.get("target"), Mapping):
+    if not isinstance(tvm.get("target"), Mapping):
         raise _fail(source, "missing [tvm.target] table", 'add [tvm.target] with kind = "llvm", mtriple and mcpu')
     for key in tvm:
         if key not in _TVM_KEYS:

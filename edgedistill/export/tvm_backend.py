@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 
-from edgedistill.errors import ToolchainError
+from edgedistill.errors import EdgeDistillError, ToolchainError
 from edgedistill.export import tvm_cuda
 from edgedistill.export.targets import Target, host_arch, host_can_run
 from edgedistill.export.tvm_import import FALLBACK_HINT, import_tvm, onnx_to_relax
@@ -154,6 +155,13 @@ def _gpu_library(
     return out, kernels, tvm_cuda.gpu_note(gpu["arch"], kernels, out.name, check)
 
 
+def _load_onnx(path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(os.fspath(path))
+    except (OSError, DecodeError) as exc:
+        raise EdgeDistillError(f"cannot read ONNX model {path}: {exc}", "export the model first (edgedistill export)") from None
+
+
 def gpu_library_path(out: Path) -> Path:
     """``models/student.tvm.so`` -> ``models/student.tvm.cuda.so``."""
     return out.with_name(f"{out.stem}.cuda{out.suffix}")
@@ -187,7 +195,7 @@ def compile_onnx(
     _check_llvm_cpu(tvm, cpu, target)
     start = time.perf_counter()
 
-    model = onnx.load(os.fspath(onnx_path))
+    model = _load_onnx(Path(onnx_path))
     report(f"importing {Path(onnx_path).name} into TVM Relax ({len(model.graph.node)} nodes)")
     mod = onnx_to_relax(model, input_name, input_shape)
 
