@@ -130,6 +130,7 @@ def test_a_run_without_a_standard_teacher_exports_an_untrained_reference(run_dir
     (["--target", "rpi4", "--backend", "tensorrt"], "does not support the tensorrt backend"),
     (["--backend", "tflite"], "unknown backend"),
     (["--batch", "0"], "not a batch size"),
+    (["--image-size", "0"], "does not fit resnet8"),
 ])
 def test_bad_export_input_gives_one_clear_error(run_dir: Path, tmp_path: Path, args: list[str], message: str) -> None:
     result = CliRunner().invoke(main, ["export", str(run_dir), "--out", str(tmp_path / "b"), *args])
@@ -170,3 +171,10 @@ def test_export_json_output(run_dir: Path, tmp_path: Path) -> None:
         export_bundle(run_dir, _options(tmp_path, target="nope"))
     with pytest.raises(EdgeDistillError, match="unknown model role"):
         export_bundle(run_dir, _options(tmp_path, models=("teachers",)))
+
+
+def test_export_at_another_image_size(run_dir: Path, tmp_path: Path) -> None:
+    summary = export_bundle(run_dir, _options(tmp_path, target="host", models=("student",), image_size=48))
+    manifest = load_manifest(Path(summary.bundle))
+    assert manifest["input"]["shape"] == [1, 1, 48, 48]
+    assert manifest["models"]["student"]["parity"][0]["passed"]

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 @click.option("--out", "-o", help="Bundle directory.  [default: bundles/<run>-<target>-<backend>]")
 @click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which checkpoint of the run.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Fixed batch size of the exported models.")
+@click.option("--image-size", type=int, help="Input height/width of the exported models.  [default: the training size]")
 @click.option("--dynamic-batch", is_flag=True, help="Export a dynamic batch dimension (ONNX only; compilers get --batch).")
 @click.option("--tune-trials", type=int, default=0, show_default=True, help="TVM MetaSchedule trial budget (0: no tuning). Tuning is cached.")
 @click.option("--tuning-dir", help="Tuning database cache.  [default: ~/.cache/edgedistill/tvm-tuning]")
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 @json_option
 @friendly_errors
 def export_command(source: str, target: str, models: str, backend: str | None, out: str | None, which: str, batch: int,
-                   dynamic_batch: bool, tune_trials: int, tuning_dir: str | None, teacher_checkpoint: str | None,
+                   image_size: int | None, dynamic_batch: bool, tune_trials: int, tuning_dir: str | None, teacher_checkpoint: str | None,
                    parity_samples: int, calibration_samples: int, data_dir: str | None, force: bool, as_json: bool) -> None:
     """Export a trained student (and its standard-conv teacher) into a deploy bundle for a target.
 
@@ -46,7 +47,7 @@ def export_command(source: str, target: str, models: str, backend: str | None, o
 
     options = ExportOptions(
         target=target, models=("student", "teacher") if models == "both" else (models,), backend=backend, out=out,
-        which=which, batch=batch, dynamic_batch=dynamic_batch, tune_trials=tune_trials, tuning_dir=tuning_dir,
+        which=which, batch=batch, image_size=image_size, dynamic_batch=dynamic_batch, tune_trials=tune_trials, tuning_dir=tuning_dir,
         parity_samples=parity_samples, calibration_samples=calibration_samples, data_dir=data_dir,
         teacher_checkpoint=teacher_checkpoint, overwrite=force,
     )

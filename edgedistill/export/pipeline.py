@@ -52,6 +52,8 @@ class ExportOptions:
     out: str | None = None
     which: str = "best"
     batch: int = 1
+    image_size: int | None = None
+    """Input height/width of the exported models (default: what they were trained at)."""
     dynamic_batch: bool = False
     tune_trials: int = 0
     tuning_dir: str | None = None
@@ -129,6 +131,28 @@ def _check_toolchain(target: Target, backend: str) -> None:
                 f"the cross compiler {target.cross_compiler} for {target.name} is not installed",
                 "apt-get install gcc-aarch64-linux-gnu (or export with --backend onnxruntime)",
             )
+
+
+def _check_input_shape(sources: dict[str, ModelSource], image_size: int | None) -> None:
+    """Apply ``--image-size`` and make sure every network accepts its input before exporting anything."""
+    import torch
+
+    for source in sources.values():
+        checkpoint = source.checkpoint
+        trained_at = checkpoint.data["image_size"]
+        if image_size is not None:
+            checkpoint.data = {**checkpoint.data, "image_size": image_size}
+        shape = (1, *checkpoint.input_shape)
+        try:
+            if min(shape) < 1:
+                raise ValueError("every dimension must be at least 1")
+            with torch.no_grad():
+                checkpoint.build()(torch.zeros(shape))
+        except (RuntimeError, ValueError) as exc:
+            raise EdgeDistillError(
+                f"input shape {shape} does not fit {checkpoint.spec.describe()}: {str(exc).splitlines()[0][:200]}",
+                f"use an --image-size the network accepts (it was trained at {trained_at})",
+            ) from None
 
 
 def elf_machine(path: Path) -> str:
@@ -290,6 +314,7 @@ def export_bundle(source: str | Path, options: ExportOptions, report: Report | N
     _check_out_dir(out, options.overwrite)
     _check_toolchain(target, backend)
     sources = resolve_sources(source, options.models, options.which, options.teacher_checkpoint)
+    _check_input_shape(sources, options.image_size)
     first_source = next(iter(sources.values()))
     first = first_source.checkpoint
     count = max(options.parity_samples, options.batch)
