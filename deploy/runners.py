@@ -82,7 +82,10 @@ class TvmRunner(Runner):
             os.environ["TVM_USE_RUNTIME_LIB"] = "1"
         tvm = require("tvm")
         vm_module = require("tvm.runtime.vm")
+        affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         tvm.get_global_func("runtime.config_threadpool")(1, threads)
+        if affinity is not None:  # TVM pins the calling thread to one core: give the rest of the process its CPUs back
+            os.sched_setaffinity(0, affinity)
         self.threads = int(tvm.get_global_func("runtime.NumThreads")())
         try:
             library = tvm.runtime.load_module(str(self.path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -80,3 +81,13 @@ def test_missing_runtime_is_one_clear_line(models):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "onnxruntime is not installed (pip install onnxruntime)"
+
+
+def test_tvm_runner_leaves_the_process_cpu_affinity_alone(models):
+    """TVM's thread pool pins its calling thread; the runner must not leave the whole process on one core."""
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    before = set(range(os.cpu_count() or 1)) & os.sched_getaffinity(os.getppid())  # what pytest's parent allows
+    os.sched_setaffinity(0, before)
+    open_runner("tvm", models[1], threads=1)
+    assert os.sched_getaffinity(0) == before
