@@ -142,16 +142,17 @@ class TrainingSession:
             "epoch": epoch,
             "config": self.cfg.to_dict(),
             "best": self.tracker.best,
+            "history": self.history,
             **self.trainer.state_dict(),
         }
         save_with(self.run.train_state, lambda tmp: torch.save(state, tmp))
 
     def resume(self) -> None:
+        """Continue after the last saved epoch (or from the start if the run died in its first epoch)."""
         if not self.run.train_state.is_file():
-            raise EdgeDistillError(
-                f"nothing to resume in {self.run.path}: no checkpoints/train-state.pt",
-                "start a new run without --resume",
-            )
+            if not self.run.config.is_file():
+                raise EdgeDistillError(f"nothing to resume in {self.run.path}", "start a new run without --resume")
+            return
         state = load_training_state(self.run.train_state)
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise EdgeDistillError(f"{self.run.train_state} is not an edgedistill training state", "start a new run")
@@ -166,7 +167,8 @@ class TrainingSession:
         self.trainer.load_state_dict(state)
         self.tracker.best = state["best"]
         self.start_epoch = state["epoch"] + 1
-        self.history = [r for r in self.run.read_metrics() if r["epoch"] <= state["epoch"]]
+        self.history = state["history"]
+        self.run.write_metrics(self.history)  # drop records of an epoch that was cut short
 
     # -- the run -----------------------------------------------------------------------
 
@@ -182,8 +184,8 @@ class TrainingSession:
                     metrics = {"val_top1": self.tracker.best[name]["top1"], "epoch": epoch}
                     save_model_checkpoint(self.run.network_best(name), self._checkpoint(name, name, metrics))
                 self.history.append(record)
+                self._save_state(epoch)  # the state first: metrics never run ahead of what --resume can restore
                 self.run.write_metrics(self.history)
-                self._save_state(epoch)
             self.trainer.reporter.end_epoch(record)
             self.runtime.barrier()
 

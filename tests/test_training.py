@@ -66,9 +66,9 @@ def test_resume_after_kill_reaches_the_same_weights(tmp_path: Path) -> None:
             "--limit", "600", "--out", str(tmp_path / "killed")]
     args += [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = tmp_path / "killed" / "metrics.jsonl"
+    state = tmp_path / "killed" / "checkpoints" / "train-state.pt"
     deadline = time.monotonic() + 120
-    while not (metrics.is_file() and metrics.read_text().count("\n") >= 1) and proc.poll() is None:
+    while not state.is_file() and proc.poll() is None:
         assert time.monotonic() < deadline, "first epoch never finished"
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)  # mid-way through the second epoch
@@ -122,6 +122,15 @@ def test_existing_run_is_not_overwritten_and_resume_needs_a_run(od_run: Path, tm
     assert result.exit_code == 2 and "already holds a training run" in result.output
     result = CliRunner().invoke(main, ["train", "--quiet", "--resume", "--out", str(tmp_path / "none")])
     assert result.exit_code == 2 and "nothing to resume" in result.output
+
+
+def test_resume_of_a_run_killed_in_its_first_epoch_starts_it_again(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "early", method="alone", epochs=1, limit=300)
+    (tmp_path / "early").mkdir()
+    (tmp_path / "early" / "config.yaml").write_text(__import__("yaml").safe_dump(cfg.to_dict()))
+    result = CliRunner().invoke(main, ["train", "--quiet", "--resume", "--out", str(tmp_path / "early")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "early" / "student-best.pt").is_file()
 
 
 def test_corrupt_checkpoint_gives_one_clear_error(tmp_path: Path, od_run: Path) -> None:

@@ -41,11 +41,6 @@ class RunDir:
     def deployable(self, role: str, which: str) -> Path:
         return self.path / f"{role}-{which}.pt"
 
-    def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_jsonl.is_file():
-            return []
-        return [json.loads(line) for line in self.metrics_jsonl.read_text().splitlines() if line.strip()]
-
     def write_metrics(self, records: list[dict[str, Any]]) -> None:
         """Rewrite both metric files (atomically) from the full list of epoch records."""
         write_text_atomic(self.metrics_jsonl, "".join(json.dumps(r) + "\n" for r in records))
