@@ -13,14 +13,19 @@ on real Fashion-MNIST batches (augmented on the device, as in training), and
 the loader alone. Prints a table and writes JSON (default:
 benchmarks/results/train-throughput-<device>.json).
 
-    python benchmarks/train_throughput.py                      # ResNet-20, 4 shift students, CPU or GPU
+    python benchmarks/train_throughput.py --threads 1          # ResNet-20, 4 shift students, CPU or GPU
     python benchmarks/train_throughput.py --device cuda --amp --channels-last
+
+Every configuration runs in the same memory format: channels-last (NHWC) by
+default on CPU, where oneDNN then needs no layout reorders around each conv and
+BatchNorm takes its vectorised NHWC path (faster for the teacher and, more so,
+for the memory-bound shift students); NCHW by default on CUDA.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import platform
 import statistics
 import time
@@ -56,11 +61,14 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--amp", action="store_true")
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="NHWC for every configuration (default: on for CPU, off for CUDA)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    with training_runtime(args.device, args.amp, args.channels_last, args.threads) as runtime:
+    with training_runtime(args.device, args.amp, False, args.threads) as runtime:
+        channels_last = runtime.device.type == "cpu" if args.channels_last is None else args.channels_last
+        runtime = dataclasses.replace(runtime, channels_last=channels_last)
         data = load_dataset("fashion-mnist", val_size=0, limit=args.batch_size * (args.steps + 2))
         loader = BatchLoader(data.train, args.batch_size, BatchTransform(data.spec, train=True),
                              shuffle=True, drop_last=True, device=runtime.device)
@@ -70,7 +78,7 @@ def main() -> None:
             cfg = TrainConfig(model=args.model, kind=args.kind, students=args.students, **overrides)
             torch.manual_seed(0)
             method = build_method(cfg, student_spec_for(cfg, data.spec.num_classes, data.spec.in_channels))
-            method.to(runtime.device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format)
+            method.to(runtime.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
             optimizer = make_optimizer(cfg, method)
             trainers[name] = Trainer(method, method, optimizer, make_scheduler(cfg, optimizer), runtime, None, None)
 
@@ -96,32 +104,45 @@ def main() -> None:
 
     step = {name: statistics.median(times) for name, times in step_times.items()}
     ips = {name: args.batch_size / t for name, t in step.items()}
-    ratios = {
-        "mutual / teacher-alone (images/s)": ips["mutual"] / ips["teacher"],
-        "od / teacher-alone (images/s)": ips["od"] / ips["teacher"],
-        "mutual step vs teacher step + student step": (step["teacher"] + step["student"]) / step["mutual"],
-        f"od step vs {args.students} student steps": args.students * step["student"] / step["od"],
-        "student-alone / teacher-alone (images/s)": ips["student"] / ips["teacher"],
-    }
+
+    def ratio_of(steps: dict[str, float]) -> dict[str, float]:
+        return {
+            "mutual / teacher-alone (images/s)": steps["teacher"] / steps["mutual"],
+            "od / teacher-alone (images/s)": steps["teacher"] / steps["od"],
+            "mutual step vs teacher step + student step": (steps["teacher"] + steps["student"]) / steps["mutual"],
+            f"od step vs {args.students} student steps": args.students * steps["student"] / steps["od"],
+            "student-alone / teacher-alone (images/s)": steps["teacher"] / steps["student"],
+        }
+
+    ratios = ratio_of(step)
+    # The same ratios within each round (configurations ran back to back): their spread shows the noise.
+    round_ratios = [ratio_of({name: times[r] for name, times in step_times.items()}) for r in range(args.rounds)]
     device = str(runtime.device) if runtime.device.type == "cpu" else torch.cuda.get_device_name(runtime.device)
     result = {
         "benchmark": "train-throughput",
         "model": args.model, "kind": args.kind, "students": args.students, "batch_size": args.batch_size,
-        "device": device, "threads": torch.get_num_threads(), "amp": runtime.amp, "channels_last": args.channels_last,
+        "device": device, "threads": torch.get_num_threads(), "amp": runtime.amp, "channels_last": channels_last,
         "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
         "rounds": args.rounds, "steps_per_round": args.steps,
         "images_per_s": ips, "step_seconds_all_rounds": step_times, "loader_images_per_s": loader_ips,
-        "ratios": ratios,
+        "ratios": ratios, "ratios_per_round": round_ratios,
     }
     out = args.out or Path(__file__).parent / "results" / f"train-throughput-{runtime.device.type}.json"
     write_json_atomic(out, result)
+    layout = "NHWC" if channels_last else "NCHW"
     out_console.print(table(
-        f"training step throughput, {args.model} + {args.kind} students, batch {args.batch_size}, {device}",
-        ["configuration", "images/s", "step ms (median)"],
-        [(name, f"{ips[name]:.0f}", f"{1000 * step[name]:.1f}") for name in trainers]
-        + [("loader alone", f"{loader_ips:.0f}", None)],
+        f"training step throughput, {args.model} + {args.kind} students, batch {args.batch_size}, {device}, "
+        f"{torch.get_num_threads()} thread(s), {layout}",
+        ["configuration", "images/s", "step ms (median)", f"min – max of {args.rounds} rounds"],
+        [(name, f"{ips[name]:.0f}", f"{1000 * step[name]:.1f}",
+          f"{1000 * min(step_times[name]):.1f} – {1000 * max(step_times[name]):.1f}") for name in trainers]
+        + [("loader alone", f"{loader_ips:.0f}", None, None)],
     ))
-    out_console.print(table("ratios (same run)", ["ratio", "value"], [(k, f"{v:.2f}") for k, v in ratios.items()]))
+    out_console.print(table(
+        "ratios (same run)", ["ratio", "of medians", "per round, min – max"],
+        [(k, f"{v:.2f}", f"{min(r[k] for r in round_ratios):.2f} – {max(r[k] for r in round_ratios):.2f}")
+         for k, v in ratios.items()],
+    ))
     print(f"wrote {out}")
 
 

@@ -57,7 +57,7 @@ class TrainConfig:
     # where and how
     device: str = "auto"
     amp: bool = True
-    channels_last: bool = False
+    channels_last: bool = True
     threads: int | None = None
     out: str | None = None
 

@@ -162,3 +162,20 @@ def test_bad_cheap_specs_give_clear_errors() -> None:
         make_student(valid_conv, CheapSpec("shift"))
     with pytest.raises(EdgeDistillError, match="no standard K×K convolution"):
         make_student(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 1)), CheapSpec("shift"))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_training_shift_equals_the_exported_formulation(channels_last: bool) -> None:
+    """Training uses a faster shift (strided copies, or a one-hot depthwise conv in NHWC on CPU);
+    forward and backward must be bit-identical to the Pad/Slice/Concat graph that is exported."""
+    x = torch.randn(4, 20, 7, 9)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(4, 20, 7, 9)
+    fast_in, plain_in = x.clone().requires_grad_(), x.clone().requires_grad_()
+    fast = Shift(20)(fast_in)
+    plain = shift_channels(plain_in, 3)
+    assert torch.equal(fast, plain)
+    fast.backward(grad)
+    plain.backward(grad)
+    assert torch.equal(fast_in.grad, plain_in.grad)

@@ -41,7 +41,7 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--seed",), {"type": int, "help": "Seed of initialisation, splits, order and augmentation.  [default: 0]"}),
     (("--device",), {"help": "auto | cpu | cuda | cuda:N.  [default: auto]"}),
     (("--amp/--no-amp",), {"default": None, "help": "Mixed precision (fp16) on CUDA.  [default: on]"}),
-    (("--channels-last/--no-channels-last",), {"default": None, "help": "NHWC memory format (faster on tensor cores)."}),
+    (("--channels-last/--no-channels-last",), {"default": None, "help": "NHWC memory format: faster with oneDNN on CPU and tensor cores on GPU.  [default: on]"}),
     (("--threads",), {"type": int, "help": "CPU threads for torch (default: torch's choice)."}),
     (("--out", "-o"), {"help": "Run directory.  [default: runs/<time>-<method>-<model>-<kind>]"}),
 ]
