@@ -45,7 +45,7 @@ class TrainConfig:
     image_size: int | None = None
     hflip: bool | None = None
     # optimisation (the paper's schedule, scaled to --epochs)
-    epochs: int = 3
+    epochs: int = 2
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
