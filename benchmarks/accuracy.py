@@ -82,16 +82,22 @@ def main() -> None:
     run_dir = lambda method, seed: args.runs_dir / tag / f"{method}-seed{seed}"  # noqa: E731
 
     start = time.perf_counter()
-    summaries: dict[tuple[str, int], dict] = {}
+
+    def run(method: str, seed: int) -> dict:
+        extra = METHODS[method]
+        if method == "kd":  # classic KD distils from this seed's trained teacher
+            teachers[seed].result()
+            extra = extra + ["--teacher-checkpoint", str(run_dir("teacher", seed))]
+        summary = train(run_dir(method, seed), common + ["--seed", str(seed)], extra)
+        print(f"done {method} seed {seed}", file=sys.stderr)
+        return summary
+
     with ThreadPoolExecutor(args.jobs) as pool:
-        first = {(m, s): pool.submit(train, run_dir(m, s), common + ["--seed", str(s)], METHODS[m])
-                 for m in METHODS if m != "kd" for s in args.seeds}
-        kd = {("kd", s): pool.submit(lambda s=s: (first[("teacher", s)].result(), train(
-            run_dir("kd", s), common + ["--seed", str(s)], METHODS["kd"] + ["--teacher-checkpoint", str(run_dir("teacher", s))]))[1])
-            for s in args.seeds}
-        for key, future in {**first, **kd}.items():
-            summaries[key] = future.result()
-            print(f"done {key[0]} seed {key[1]}", file=sys.stderr)
+        teachers = {s: pool.submit(run, "teacher", s) for s in args.seeds}
+        others = {(m, s): pool.submit(run, m, s) for m in METHODS if m not in ("teacher", "kd") for s in args.seeds}
+        kd = {("kd", s): pool.submit(run, "kd", s) for s in args.seeds}
+        futures = {**{("teacher", s): f for s, f in teachers.items()}, **others, **kd}
+        summaries = {key: future.result() for key, future in futures.items()}
     minutes = (time.perf_counter() - start) / 60
 
     rows = []
