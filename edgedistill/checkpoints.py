@@ -38,10 +38,10 @@ class ModelCheckpoint:
 
     def build(self, device: torch.device | str = "cpu") -> nn.Module:
         """The network with these weights, in eval mode."""
-        model = create_model(self.spec)
         try:
+            model = create_model(self.spec)
             model.load_state_dict(self.state_dict)
-        except RuntimeError as exc:
+        except (RuntimeError, TypeError, ValueError) as exc:
             raise CheckpointError(
                 f"checkpoint {self.source or ''} does not match its own model spec ({self.spec.describe()})",
                 "the file was edited or written by an incompatible version; retrain or re-export it",
@@ -111,6 +111,20 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
 
 
 ROLES = ("student", "teacher", "online-teacher")
+DATA_KEYS = ("name", "in_channels", "image_size", "num_classes")
+
+
+def require_standard_teacher(teacher: ModelCheckpoint, data: dict[str, Any], what: str) -> None:
+    """A trained standard-conv network for the same data (the teacher of KD and of the device comparison)."""
+    if teacher.spec.is_student or teacher.spec.arch == "online-teacher":
+        raise CheckpointError(
+            f"{what} holds {teacher.spec.describe()}, not a standard-conv network",
+            "pass a teacher-best.pt of a run with --method mutual, kd, or alone --network teacher",
+        )
+    mismatched = [k for k in DATA_KEYS if str(teacher.data.get(k)) != str(data.get(k))]
+    if mismatched:
+        found = ", ".join(f"{k} {teacher.data.get(k)} (not {data.get(k)})" for k in mismatched)
+        raise CheckpointError(f"{what} was trained for other data: {found}", "use a teacher trained on the same dataset")
 
 
 def resolve_checkpoint(path: str | Path, role: str = "student", which: str = "best") -> Path:

@@ -69,7 +69,8 @@ class TrainConfig:
             (self.temperature > 0, "--temperature must be positive"),
             (self.kl_weight >= 0, "--kl-weight must be ≥ 0"),
             (self.students >= 1, "--students must be at least 1"),
-            (self.val_size >= 0, "--val-size must be ≥ 0 (a count, or a fraction below 1)"),
+            (self.val_size >= 0 and (self.val_size < 1 or self.val_size == int(self.val_size)),
+             "--val-size is a count (a whole number) or a fraction below 1"),
             (self.schedule in ("multistep", "cosine", "constant"), "--schedule is multistep, cosine or constant"),
             (all(0 < m < 1 for m in self.milestones), "milestones are fractions of the run, between 0 and 1"),
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "--device is auto, cpu or cuda"),
@@ -91,12 +92,46 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        for key in values:
-            if key.replace("-", "_") not in names:
-                err = unknown_name(f"setting in {source}", key, names)
-                raise EdgeDistillError(err.message, err.hint)
-        return cls(**{key.replace("-", "_"): value for key, value in values.items()})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        settings = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in fields:
+                raise unknown_name(f"setting in {source}", key, fields)
+            settings[name] = _coerce(name, value, str(fields[name].type), source)
+        return cls(**settings)
+
+
+def _coerce(name: str, value: Any, annotation: str, source: str) -> Any:
+    """``value`` as the setting's declared type (``int``, ``float | None``, ...), or one clear error."""
+    if value is None:
+        return None
+    convert, expected = _CONVERTERS[annotation.replace(" | None", "")]
+    try:
+        return convert(value)
+    except (TypeError, ValueError):
+        raise EdgeDistillError(f"setting '{name}' in {source} must be {expected}, got {value!r}") from None
+
+
+def _whole(value: Any) -> int:
+    if isinstance(value, bool) or float(value) != int(float(value)):
+        raise ValueError(value)
+    return int(float(value))
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(value)
+
+
+_CONVERTERS: dict[str, tuple[Any, str]] = {
+    "int": (_whole, "a whole number"),
+    "float": (float, "a number"),
+    "bool": (_boolean, "true or false"),
+    "str": (str, "text"),
+    "list[float]": (lambda v: [float(x) for x in v], "a list of numbers"),
+}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

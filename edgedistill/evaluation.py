@@ -9,7 +9,10 @@ import torch
 
 from edgedistill.checkpoints import load_model_checkpoint, resolve_checkpoint
 from edgedistill.data import BatchLoader, BatchTransform, load_dataset
-from edgedistill.errors import DataError
+from edgedistill.config import TrainConfig, read_config_file
+from edgedistill.distill.runtime import Runtime
+from edgedistill.distill.trainer import top1
+from edgedistill.errors import DataError, EdgeDistillError
 from edgedistill.models import complexity
 
 
@@ -28,6 +31,18 @@ class EvalResult:
         return asdict(self)
 
 
+def _run_split_settings(checkpoint_path: Path) -> dict:
+    """How the run carved its validation split (from its config.yaml), so ``--split val`` is that split."""
+    for folder in (checkpoint_path.parent, checkpoint_path.parent.parent):
+        if (folder / "config.yaml").is_file():
+            cfg = TrainConfig.from_dict(read_config_file(folder / "config.yaml"), source=str(folder / "config.yaml"))
+            return {"val_size": cfg.val_split, "seed": cfg.seed, "limit": cfg.limit}
+    raise EdgeDistillError(
+        f"--split val needs the run's config.yaml next to {checkpoint_path.name}, to carve the same validation split",
+        "evaluate the checkpoint inside its run directory, or use --split test",
+    )
+
+
 def evaluate_checkpoint(
     path: str | Path,
     role: str = "student",
@@ -42,20 +57,20 @@ def evaluate_checkpoint(
     checkpoint = load_model_checkpoint(checkpoint_path)
     model = checkpoint.build(device)
     data = checkpoint.data
-    splits = load_dataset(data["name"], data_dir, val_size=5000 if split == "val" else 0, limit=limit, image_size=int(data["image_size"]))
+    carving = _run_split_settings(checkpoint_path) if split == "val" else {"val_size": 0, "seed": 0, "limit": None}
+    splits = load_dataset(data["name"], data_dir, image_size=int(data["image_size"]), **carving)
     if splits.spec.in_channels != int(data["in_channels"]) or splits.spec.num_classes != int(data["num_classes"]):
         raise DataError(
             f"{data['name']} does not match the checkpoint ({data['in_channels']} channels, {data['num_classes']} classes)",
             "evaluate on the dataset the network was trained on",
         )
     dataset = getattr(splits, split)
-    transform = BatchTransform(splits.spec, train=False)
-    correct = 0
-    with torch.no_grad():
-        for x, y in BatchLoader(dataset, batch_size, transform, device=device):
-            correct += int((model(x).argmax(1) == y).sum())
+    if limit is not None:
+        dataset = dataset.subset(torch.arange(min(limit, len(dataset))))
+    batches = BatchLoader(dataset, batch_size, BatchTransform(splits.spec, train=False), device=device)
+    accuracy = top1(lambda x: {"net": model(x)}, batches, Runtime(torch.device(device)))["net"] if len(dataset) else 0.0
     cost = complexity(model, (1, *checkpoint.input_shape))
     return EvalResult(
         str(checkpoint_path), checkpoint.spec.describe(), data["name"], split, len(dataset),
-        correct / max(len(dataset), 1), cost.params, cost.macs,
+        accuracy, cost.params, cost.macs,
     )

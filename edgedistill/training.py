@@ -25,7 +25,7 @@ from edgedistill.distill.build import build_method, student_spec_for
 from edgedistill.distill.methods import Method
 from edgedistill.distill.rundir import RunDir
 from edgedistill.distill.runtime import Runtime, training_runtime
-from edgedistill.distill.trainer import BestTracker, EpochReporter, Trainer, epoch_seed
+from edgedistill.distill.trainer import BestTracker, EpochReporter, Trainer, epoch_seed, top1
 from edgedistill.errors import EdgeDistillError
 from edgedistill.models import complexity
 from edgedistill.utils.atomic import save_with, write_json_atomic, write_text_atomic
@@ -93,7 +93,9 @@ class TrainingSession:
         )
         spec = self.data.spec
         torch.manual_seed(cfg.seed)  # network initialisation
-        self.method: Method = build_method(cfg, student_spec_for(cfg, spec.num_classes, spec.in_channels))
+        self.method: Method = build_method(
+            cfg, student_spec_for(cfg, spec.num_classes, spec.in_channels), dataclasses.asdict(spec)
+        )
         self.method.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
         model: nn.Module = self.method
         if runtime.distributed:
@@ -103,6 +105,11 @@ class TrainingSession:
         train_tf = BatchTransform(spec, train=True, hflip=hflip)
         self.eval_tf = BatchTransform(spec, train=False)
         self.train_loader = self._loader(self.data.train, train_tf, shuffle=True, drop_last=True, even_shards=True)
+        if len(self.train_loader) == 0:
+            raise EdgeDistillError(
+                f"{len(self.data.train)} training images make no full batch of {cfg.batch_size} per process",
+                "use a smaller --batch-size, or a larger --limit",
+            )
         optimizer = make_optimizer(cfg, self.method)
         self.trainer = Trainer(
             self.method, model, optimizer, make_scheduler(cfg, optimizer), runtime,
@@ -156,7 +163,8 @@ class TrainingSession:
         state = load_training_state(self.run.train_state)
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise EdgeDistillError(f"{self.run.train_state} is not an edgedistill training state", "start a new run")
-        saved = {k: v for k, v in state["config"].items() if k not in ("epochs", "out", "device", "threads")}
+        # The LR schedule is laid out over --epochs, so a resumed run keeps its length.
+        saved = {k: v for k, v in state["config"].items() if k not in ("out", "device", "threads")}
         current = {k: v for k, v in self.cfg.to_dict().items() if k in saved}
         changed = sorted(k for k in saved if saved[k] != current[k])
         if changed:
@@ -168,7 +176,8 @@ class TrainingSession:
         self.tracker.best = state["best"]
         self.start_epoch = state["epoch"] + 1
         self.history = state["history"]
-        self.run.write_metrics(self.history)  # drop records of an epoch that was cut short
+        if self.runtime.is_main:
+            self.run.write_metrics(self.history)  # drop records of an epoch that was cut short
 
     # -- the run -----------------------------------------------------------------------
 
@@ -230,18 +239,11 @@ class TrainingSession:
             return "student"
         if name in self.method.student_names:
             return "student candidate"
+        assert name == self.method.teacher_name, name
         return "online teacher" if name == "online-teacher" else "teacher"
 
     def _test(self, network: nn.Module, batches: BatchLoader) -> float:
-        correct = torch.zeros((), device=self.runtime.device)
-        total = torch.zeros((), device=self.runtime.device)
-        with torch.no_grad():
-            for x, y in batches:
-                with self.runtime.autocast():
-                    correct += (network(self.runtime.to_device(x)).argmax(1) == y).sum()
-                total += len(y)
-        counts = self.runtime.all_reduce_sum(torch.stack([correct.float(), total.float()]))
-        return float(counts[0] / counts[1])
+        return top1(lambda x: {"net": network(x)}, batches, self.runtime)["net"]
 
 
 def load_resume_config(run_dir: str) -> dict[str, Any]:

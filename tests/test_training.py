@@ -51,7 +51,7 @@ def test_od_run_learns_and_writes_the_run_directory(od_run: Path) -> None:
 def test_eval_command_reproduces_the_test_accuracy(od_run: Path) -> None:
     result = CliRunner().invoke(main, ["eval", str(od_run), "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["top1"] == pytest.approx(load_model_checkpoint(od_run / "student-best.pt").metrics["test_top1"])
 
 
@@ -109,6 +109,7 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path: Path) -> None:
     (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "cifar10 not found"),
     (["--method", "kd"], "needs --teacher-checkpoint"),
     (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--dataset", "digits", "--limit", "100"], "make no full batch of 128"),
 ])
 def test_bad_input_gives_one_clear_error(tmp_path: Path, args: list[str], message: str) -> None:
     result = CliRunner().invoke(main, ["train", "--quiet", "--out", str(tmp_path / "bad"), *args])
@@ -154,3 +155,34 @@ def test_ddp_with_torchrun_on_cpu(tmp_path: Path) -> None:
     assert (out / "summary.json").is_file() and (out / "student-best.pt").is_file()
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert record["images_per_s"] > 0
+
+
+def test_eval_on_the_runs_own_validation_split(od_run: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["eval", str(od_run), "--split", "val", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["top1"] == pytest.approx(load_model_checkpoint(od_run / "student-best.pt").metrics["val_top1"])
+    lonely = tmp_path / "student.pt"
+    lonely.write_bytes((od_run / "student-best.pt").read_bytes())
+    result = CliRunner().invoke(main, ["eval", str(lonely), "--split", "val"])
+    assert result.exit_code == 2 and "needs the run's config.yaml" in result.output
+
+
+def test_resume_refuses_a_different_schedule(od_run: Path) -> None:
+    result = CliRunner().invoke(main, ["train", "--quiet", "--resume", "--out", str(od_run), "--epochs", "9"])
+    assert result.exit_code == 2 and "different configuration (epochs)" in result.output
+
+
+def test_kd_refuses_a_teacher_for_other_data(tmp_path: Path, od_run: Path) -> None:
+    from edgedistill.checkpoints import save_model_checkpoint
+
+    online = load_model_checkpoint(od_run / "online-teacher-best.pt")
+    with pytest.raises(EdgeDistillError, match="not a standard-conv network"):
+        train(_cfg(tmp_path, "kd1", method="kd", epochs=1, limit=300, teacher_checkpoint=str(od_run / "online-teacher-best.pt")))
+    standard = load_model_checkpoint(od_run / "student-best.pt")
+    standard.spec = standard.spec.as_teacher()
+    standard.state_dict = __import__("edgedistill.models", fromlist=["create_model"]).create_model(standard.spec).state_dict()
+    standard.data = {**online.data, "image_size": 48}
+    save_model_checkpoint(tmp_path / "teacher.pt", standard)
+    with pytest.raises(EdgeDistillError, match="trained for other data: image_size 48"):
+        train(_cfg(tmp_path, "kd2", method="kd", epochs=1, limit=300, teacher_checkpoint=str(tmp_path / "teacher.pt")))

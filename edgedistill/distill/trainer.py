@@ -67,6 +67,25 @@ class BestTracker:
         return improved
 
 
+@torch.no_grad()
+def top1(forward: Callable[[torch.Tensor], dict[str, torch.Tensor]], batches: Batches, runtime: Runtime) -> dict[str, float]:
+    """Top-1 of each logits ``forward(x)`` returns, summed over all processes (DDP shards the batches)."""
+    correct: dict[str, torch.Tensor] = {}
+    total = torch.zeros((), device=runtime.device)
+    for x, y in batches:
+        x, y = runtime.to_device(x), y.to(runtime.device, non_blocking=True)
+        with runtime.autocast():
+            logits = forward(x)
+        for name, z in logits.items():
+            correct[name] = correct.get(name, torch.zeros((), device=runtime.device)) + (z.argmax(1) == y).sum()
+        total += len(y)
+    names = sorted(correct)
+    if not names:
+        return {}
+    counts = runtime.all_reduce_sum(torch.stack([correct[n].float() for n in names] + [total.float()]))
+    return {name: float(counts[i] / counts[-1]) for i, name in enumerate(names)}
+
+
 class Trainer:
     def __init__(
         self,
@@ -145,24 +164,10 @@ class Trainer:
             )
         return value
 
-    @torch.no_grad()
     def evaluate(self, batches: Batches) -> dict[str, float]:
-        """Top-1 of every network on ``batches`` (summed over all processes)."""
+        """Top-1 of every network of the method on ``batches``."""
         self.method.eval()
-        correct: dict[str, torch.Tensor] = {}
-        total = torch.zeros((), device=self.runtime.device)
-        for x, y in batches:
-            x, y = self.runtime.to_device(x), y.to(self.runtime.device, non_blocking=True)
-            with self.runtime.autocast():
-                logits = self.method(x)
-            for name, z in logits.items():
-                correct[name] = correct.get(name, torch.zeros((), device=self.runtime.device)) + (z.argmax(1) == y).sum()
-            total += len(y)
-        names = sorted(correct)
-        if not names:
-            return {}
-        counts = self.runtime.all_reduce_sum(torch.stack([correct[n].float() for n in names] + [total.float()]))
-        return {name: float(counts[i] / counts[-1]) for i, name in enumerate(names)}
+        return top1(self.method, batches, self.runtime)
 
     def state_dict(self) -> dict[str, Any]:
         return {

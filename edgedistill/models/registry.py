@@ -48,9 +48,6 @@ class ModelSpec:
     def as_teacher(self) -> ModelSpec:
         return ModelSpec(self.arch, self.num_classes, self.in_channels, dict(self.options), None)
 
-    def as_student(self, cheap: CheapSpec) -> ModelSpec:
-        return ModelSpec(self.arch, self.num_classes, self.in_channels, dict(self.options), cheap)
-
     def describe(self) -> str:
         if self.arch == "online-teacher":
             return f"online teacher over {self.options['m']} × {ModelSpec.from_dict(self.options['student']).describe()}"

@@ -1,0 +1,49 @@
+"""Training settings: precedence, types, and clear errors for bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgedistill.config import TrainConfig, read_config_file
+from edgedistill.errors import EdgeDistillError, UnknownNameError
+
+
+def test_values_take_the_declared_types() -> None:
+    cfg = TrainConfig.from_dict({"epochs": "30", "lr": "0.05", "milestones": ["0.3", 0.6], "limit": None, "amp": False})
+    assert (cfg.epochs, cfg.lr, cfg.milestones, cfg.limit, cfg.amp) == (30, 0.05, [0.3, 0.6], None, False)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"epochs": "many"}, "'epochs' in flags must be a whole number"),
+    ({"epochs": 2.5}, "must be a whole number"),
+    ({"milestones": 0.5}, "must be a list of numbers"),
+    ({"amp": "yes"}, "must be true or false"),
+])
+def test_wrong_types_are_one_clear_error(values: dict, message: str) -> None:
+    with pytest.raises(EdgeDistillError, match=message):
+        TrainConfig.from_dict(values, source="flags")
+
+
+def test_unknown_setting_suggests_the_closest() -> None:
+    with pytest.raises(UnknownNameError, match="did you mean 'epochs'"):
+        TrainConfig.from_dict({"epoch": 3})
+
+
+@pytest.mark.parametrize("val_size", [1.5, -1])
+def test_bad_validation_split(val_size: float) -> None:
+    with pytest.raises(EdgeDistillError, match="--val-size"):
+        TrainConfig(val_size=val_size).validate()
+
+
+def test_config_files_yaml_toml_and_train_table(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("epochs: 7\nkind: depthwise\n")
+    (tmp_path / "b.toml").write_text("[train]\nepochs = 9\nmethod = 'mutual'\n")
+    assert read_config_file(tmp_path / "a.yaml") == {"epochs": 7, "kind": "depthwise"}
+    assert read_config_file(tmp_path / "b.toml") == {"epochs": 9, "method": "mutual"}
+    (tmp_path / "bad.yaml").write_text("epochs: [1,\n")
+    with pytest.raises(EdgeDistillError, match="cannot parse"):
+        read_config_file(tmp_path / "bad.yaml")
+    with pytest.raises(EdgeDistillError, match="not found"):
+        read_config_file(tmp_path / "missing.yaml")
