@@ -178,3 +178,23 @@ def test_export_at_another_image_size(run_dir: Path, tmp_path: Path) -> None:
     manifest = load_manifest(Path(summary.bundle))
     assert manifest["input"]["shape"] == [1, 1, 48, 48]
     assert manifest["models"]["student"]["parity"][0]["passed"]
+
+
+def test_only_a_standard_conv_network_for_the_same_data_is_a_teacher(run_dir: Path, tmp_path: Path) -> None:
+    from edgedistill.checkpoints import load_model_checkpoint, save_model_checkpoint
+
+    student = load_model_checkpoint(run_dir / "student-best.pt")
+    save_model_checkpoint(tmp_path / "cheap-teacher.pt", student)  # a cheap network passed as the teacher
+    with pytest.raises(EdgeDistillError, match="not a standard-conv network"):
+        export_bundle(run_dir, _options(tmp_path, teacher_checkpoint=str(tmp_path / "cheap-teacher.pt")))
+    teacher = load_model_checkpoint(run_dir / "teacher-best.pt")
+    teacher.data = {**teacher.data, "num_classes": 7}
+    save_model_checkpoint(tmp_path / "other-data.pt", teacher)
+    with pytest.raises(EdgeDistillError, match="trained for other data: num_classes 7"):
+        export_bundle(run_dir, _options(tmp_path, teacher_checkpoint=str(tmp_path / "other-data.pt")))
+    teacher_only = tmp_path / "teacher-run"
+    teacher_only.mkdir()
+    shutil.copy(run_dir / "teacher-best.pt", teacher_only)
+    with pytest.raises(EdgeDistillError, match="--model teacher"):
+        export_bundle(teacher_only, _options(tmp_path))
+    assert not (tmp_path / "bundle").exists()

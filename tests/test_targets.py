@@ -14,7 +14,8 @@ import pytest
 
 from edgedistill.errors import EdgeDistillError, UnknownNameError
 from edgedistill.export import targets as targets_module
-from edgedistill.export.targets import BACKENDS, available_cpus, host_arch, host_can_run, list_targets, load_target
+from deploy.env import usable_cores
+from edgedistill.export.targets import BACKENDS, host_arch, host_can_run, list_targets, load_target
 from edgedistill.export.tensorrt_check import tensorrt_version_for_target
 
 SHIPPED = {"host", "x86-avx2", "x86-avx512", "rpi4", "rpi5", "jetson-orin-nano", "jetson-agx-orin", "jetson-xavier-nx"}
@@ -78,7 +79,7 @@ def test_unknown_target_suggests_the_closest() -> None:
 
 def test_host_is_detected() -> None:
     host = load_target("host")
-    assert host.arch == host_arch() and host.threads == available_cpus() <= (os.cpu_count() or 1)
+    assert host.arch == host_arch() and host.threads == usable_cores() <= (os.cpu_count() or 1)
     assert host.cross_compiler is None and host_can_run(host) == (True, "")
     if importlib.util.find_spec("tvm") is not None:
         from tvm.target import codegen

@@ -60,7 +60,7 @@ mean/std in manifest.json. Copy this directory to the device, then:
 
 ```
 python3 -m pip install -r requirements.txt
-python3 -m deploy.run verify                  # file hashes + target check + parity of the runtime
+python3 -m deploy.run verify                  # file hashes, target check, and a run of each model (output shape, finite)
 {build}python3 -m deploy.run bench --json > result.json   # latency + memory, student vs teacher
 ```
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from deploy.manifest import sha256_file
 from deploy.runners import OnnxRuntimeRunner
 from edgedistill.errors import EdgeDistillError, ToolchainError
 from edgedistill.export import onnx_export
@@ -108,6 +109,11 @@ def _choose_backend(target: Target, backend: str | None) -> str:
             f"its backends: {', '.join(target.backends)}",
         )
     return chosen
+
+
+def bundle_precision(target: Target, backend: str) -> str:
+    """TensorRT engines use the target's TensorRT precision; CPU libraries and ONNX stay fp32."""
+    return (target.tensorrt or {}).get("precision", target.precision) if backend == "tensorrt" else "fp32"
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
@@ -204,7 +210,8 @@ class BundleBuilder:
             "arch": checkpoint.spec.arch,
             "cheap": checkpoint.spec.cheap.to_dict() if checkpoint.spec.cheap else None,
             "model": checkpoint.spec.describe(),
-            "checkpoint": checkpoint.source,
+            "checkpoint": str(Path(checkpoint.source).resolve()) if source.trained else checkpoint.source,
+            "checkpoint_sha256": sha256_file(Path(checkpoint.source)) if source.trained else None,
             "parity": [p.to_dict() for p in parity],
         }
         if source.note:
@@ -260,7 +267,7 @@ class BundleBuilder:
         from edgedistill.export.tensorrt_check import assert_tensorrt_compatible, tensorrt_version_for_target
 
         version = tensorrt_version_for_target(self.target.raw)
-        precision = (self.target.tensorrt or {}).get("precision", self.target.precision)
+        precision = bundle_precision(self.target, "tensorrt")
         self.report(f"{role}: checking the graph against TensorRT {version} ({precision})")
         warnings = assert_tensorrt_compatible(onnx_path, version, precision)
         self.notes += [f"{role}: TensorRT {version}: {w}" for w in warnings]
@@ -278,7 +285,8 @@ class BundleBuilder:
         return {"tensorrt": entry}
 
     def write_calibration(self, source: ModelSource) -> str:
-        samples = real_samples(source.checkpoint.data, "train", self.options.calibration_samples, self.options.data_dir, seed=1)
+        samples = real_samples(source.checkpoint.data, "train", self.options.calibration_samples, self.options.data_dir,
+                               seed=1, allow_synthetic=False)
         path = self.root / "calibration" / "calibration.npy"
         path.parent.mkdir()
         np.save(path, samples.inputs)
@@ -319,6 +327,8 @@ def export_bundle(source: str | Path, options: ExportOptions, report: Report | N
     first = first_source.checkpoint
     count = max(options.parity_samples, options.batch)
     samples = real_samples(first.data, "test", count - count % options.batch, options.data_dir)
+    if samples.source.startswith("synthetic"):
+        report(f"warning: parity is checked on {samples.source}")
     results, entries = [], {}
     with atomic_directory(out, overwrite=options.overwrite) as root:
         builder = BundleBuilder(root, target, backend, options, report)
@@ -330,7 +340,7 @@ def export_bundle(source: str | Path, options: ExportOptions, report: Report | N
         finish_bundle(root, {
             "target": target.raw,
             "backend": backend,
-            "precision": (target.tensorrt or {}).get("precision", target.precision) if backend == "tensorrt" else "fp32",
+            "precision": bundle_precision(target, backend),
             "input": {"name": onnx_export.INPUT_NAME, "shape": [options.batch, *first.input_shape], "dtype": "float32",
                       "layout": "NCHW", "mean": list(data["mean"]), "std": list(data["std"]),
                       "dynamic_batch": options.dynamic_batch},

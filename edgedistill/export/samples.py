@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgedistill.data import BatchLoader, BatchTransform, DataSpec, load_dataset
-from edgedistill.errors import DataError
+from edgedistill.errors import DataError, EdgeDistillError
 
 
 @dataclass(frozen=True)
@@ -22,16 +22,23 @@ class Samples:
     """Where they come from, recorded in the manifest (e.g. ``fashion-mnist test``)."""
 
 
-def real_samples(data: dict, split: str, count: int, data_dir: str | None = None, seed: int = 0) -> Samples:
+def real_samples(
+    data: dict, split: str, count: int, data_dir: str | None = None, seed: int = 0, allow_synthetic: bool = True
+) -> Samples:
     """``count`` images of ``split`` ("train" or "test") of the dataset a checkpoint was trained on.
 
-    If the dataset is not available here, the samples are N(0, 1) noise in the
-    normalised input space, and ``source`` says so plainly.
+    If the dataset cannot be read here and ``allow_synthetic``, the samples are
+    N(0, 1) noise in the normalised input space, and ``source`` says so plainly
+    (fine for a parity check, never for INT8 calibration).
     """
+    if count < 1:
+        raise EdgeDistillError(f"{count} samples asked for", "ask for at least 1")
     spec = DataSpec(**{**data, "mean": tuple(data["mean"]), "std": tuple(data["std"]), "class_names": tuple(data["class_names"])})
     try:
         splits = load_dataset(spec.name, data_dir, val_size=0, limit=count, seed=seed, image_size=spec.image_size)
     except DataError as exc:
+        if not allow_synthetic:
+            raise DataError(f"{exc.message} (needed for real {split} samples)", exc.hint) from exc
         rng = np.random.default_rng(seed)
         shape = (count, spec.in_channels, spec.image_size, spec.image_size)
         return Samples(rng.standard_normal(shape, dtype=np.float32), f"synthetic N(0,1): {spec.name} unavailable ({exc.message})")

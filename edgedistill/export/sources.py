@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from edgedistill.checkpoints import ModelCheckpoint, load_model_checkpoint, resolve_checkpoint
+from edgedistill.checkpoints import ModelCheckpoint, load_model_checkpoint, require_standard_teacher, resolve_checkpoint
 from edgedistill.errors import CheckpointError
 from edgedistill.models import create_model
 
@@ -31,10 +31,13 @@ class ModelSource:
     note: str = ""
 
 
-def _untrained_reference(student: ModelCheckpoint) -> ModelSource:
-    torch.manual_seed(0)
+def untrained_reference(student: ModelCheckpoint) -> ModelSource:
+    """The student's architecture with standard convs and seed-0 weights (the same every time,
+    so the bundle and the PyTorch reference of ``bench`` measure the same network)."""
     spec = student.spec.as_teacher()
-    state = create_model(spec).state_dict()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        state = create_model(spec).state_dict()
     checkpoint = ModelCheckpoint(spec, state, student.data, {}, "teacher", "", "untrained reference")
     note = (
         "untrained standard-conv reference: this run trained no standard-conv network, so its latency and memory "
@@ -64,12 +67,16 @@ def resolve_sources(
         run_dir = source.parent
     if teacher_checkpoint:
         given["teacher"] = load_model_checkpoint(resolve_checkpoint(teacher_checkpoint, "teacher", which))
-        if given["teacher"].spec.is_student:
-            raise CheckpointError(f"--teacher-checkpoint {teacher_checkpoint} holds a cheap-conv network", "pass a standard-conv one")
+    if "student" in roles and "student" not in given and not (run_dir / f"student-{which}.pt").is_file() \
+            and (run_dir / f"teacher-{which}.pt").is_file():
+        raise CheckpointError(f"{run_dir} trained only a standard-conv network", "export it with --model teacher")
     found: dict[str, ModelSource] = {}
     for role in roles:
         if role in given or (run_dir / f"{role}-{which}.pt").is_file() or role == "student":
             found[role] = ModelSource(role, _load_role(run_dir, role, which, given), trained=True)
         else:  # a teacher the run never trained
-            found[role] = _untrained_reference(_load_role(run_dir, "student", which, given))
+            found[role] = untrained_reference(_load_role(run_dir, "student", which, given))
+    if "teacher" in found and found["teacher"].trained:
+        reference = found["student"].checkpoint.data if "student" in found else found["teacher"].checkpoint.data
+        require_standard_teacher(found["teacher"].checkpoint, reference, f"the teacher ({found['teacher'].checkpoint.source})")
     return found

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy.env import usable_cores
+from deploy.manifest import cpu_flags, normalise_arch
 from edgedistill.errors import EdgeDistillError
 from edgedistill.utils.names import unknown_name
 
@@ -94,8 +96,7 @@ def _closest(key: str, known: tuple[str, ...]) -> str:
 
 def host_arch() -> str:
     """This machine's architecture in the names targets use (x86_64, aarch64)."""
-    machine = platform.machine().lower()
-    return {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+    return normalise_arch(platform.machine())
 
 
 @functools.lru_cache(maxsize=1)
@@ -112,17 +113,9 @@ def _host_llvm_cpu() -> str:
     return cpu if cpu and codegen.llvm_is_valid_cpu(cpu, CROSS_TRIPLES.get(host_arch(), "")) else generic
 
 
-def available_cpus() -> int:
-    """CPUs this process may use (the affinity mask, which containers narrow), not all in the machine."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def _detect_host(data: dict[str, Any]) -> None:
     arch = host_arch()
-    threads = available_cpus()
+    threads = usable_cores()
     data["arch"] = arch
     data["threads"] = threads
     target = data.setdefault("tvm", {}).setdefault("target", {"kind": "llvm"})
@@ -278,11 +271,7 @@ def host_can_run(target: Target) -> tuple[bool, str]:
     """Whether this machine can execute ``target``'s CPU code, and if not, why."""
     if target.arch != host_arch():
         return False, f"{target.name} is {target.arch}, this machine is {host_arch()}"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            flags = {flag for line in fh if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
-    except OSError:
-        flags = set()
+    flags = cpu_flags() or set()  # "flags" on x86, "Features" on ARM; unknown: assume the CPU has them
     missing = [flag for flag in target.cpu_flags if flags and flag not in flags]
     if missing:
         return False, f"this CPU lacks {', '.join(missing)} that {target.name} code uses"
