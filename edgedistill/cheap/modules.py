@@ -8,9 +8,12 @@ Each one is "a cheap K×K spatial operation followed by a 1×1 convolution"
 * :class:`ShiftConv2d` — the parameter- and FLOP-free :class:`Shift`, then 1×1 conv.
 
 The spatial op maps ``in_channels → in_channels``; the 1×1 conv maps
-``in_channels → out_channels``. Stride sits on the spatial op for depthwise and
-group; the shift cannot subsample, so for shift the stride sits on the 1×1 conv
-(as in the paper's reference code). Everything is built from plain
+``in_channels → out_channels``. Each cheap conv keeps the stride of the conv it
+replaces: on the spatial op for depthwise and group, and on the 1×1 conv for
+shift (a shift cannot subsample). The paper's reference code differs: it runs a
+downsampling block's first conv at full resolution and subsamples in the second
+conv's 1×1, which costs 5–11 % more MACs (tests/test_models.py reproduces the
+paper's figures with that wiring). Everything is built from plain
 ``nn.Conv2d``/``F.pad``/slicing so it exports to standard ONNX ops; only the
 shift's training path computes the same values a faster way
 (:func:`shift_channels_fast`).
@@ -204,27 +207,9 @@ class _SpatialThenPointwise(nn.Module):
         return self.pointwise(self.spatial(x))
 
 
-class DepthwiseSeparableConv2d(_SpatialThenPointwise):
-    """K×K depthwise conv (stride, padding, dilation of the original) → 1×1 conv."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        padding: int = 0,
-        dilation: int = 1,
-        bias: bool = False,
-    ) -> None:
-        spatial = nn.Conv2d(
-            in_channels, in_channels, kernel_size, stride, padding, dilation, groups=in_channels, bias=False
-        )
-        super().__init__(spatial, nn.Conv2d(in_channels, out_channels, 1, bias=bias))
-
-
 class GroupConv2d(_SpatialThenPointwise):
-    """K×K group conv with ``groups`` groups → 1×1 conv that mixes the groups."""
+    """K×K group conv with ``groups`` groups (stride, padding, dilation of the original) → 1×1 conv
+    that mixes the groups."""
 
     def __init__(
         self,
@@ -242,6 +227,22 @@ class GroupConv2d(_SpatialThenPointwise):
         spatial = nn.Conv2d(in_channels, in_channels, kernel_size, stride, padding, dilation, groups=groups, bias=False)
         super().__init__(spatial, nn.Conv2d(in_channels, out_channels, 1, bias=bias))
         self.groups = groups
+
+
+class DepthwiseSeparableConv2d(GroupConv2d):
+    """K×K depthwise conv (one group per channel) → 1×1 conv."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        bias: bool = False,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups=in_channels, bias=bias)
 
 
 class ShiftConv2d(_SpatialThenPointwise):
