@@ -38,6 +38,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file the usual permissions
     try:
         yield tmp
+        with open(tmp, "rb") as handle:  # on disk before the rename: no empty file after a power loss
+            os.fsync(handle.fileno())
         os.replace(tmp, final)
     finally:
         if tmp.exists():

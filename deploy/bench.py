@@ -41,6 +41,22 @@ def check_output(model: str, output: np.ndarray, expected: Optional[Any]) -> np.
     return output
 
 
+def result_entry(
+    model: str, backend: str, threads: Optional[int], latency: Dict[str, Any], memory: Optional[Dict[str, Any]],
+    manifest_entry: Dict[str, Any], **extra: Any
+) -> Dict[str, Any]:
+    """One row of the edgedistill-bench/1 ``results``: the figures plus what identifies the network."""
+    return {
+        "model": model,
+        "backend": backend,
+        "threads": threads,
+        "latency_ms": latency,
+        "memory": memory,
+        **extra,
+        **{key: manifest_entry.get(key) for key in ("accuracy", "params", "macs", "arch", "cheap")},
+    }
+
+
 def _precision(bundle: Bundle, backend: str, artifact: Any) -> Optional[str]:
     if backend == "tensorrt":
         record = read_engine_record(artifact) or {}
@@ -78,33 +94,17 @@ def bench_bundle(
     for model in models:
         entry = bundle.model(model)
         relative = bundle.relative(artifacts[model])
+        figures = memory_figures(
+            backend, artifacts[model], bundle.onnx_path(model), bundle.input_shape, threads, memory_runs, bundle.input_dtype
+        ) if memory else None
         results.append(
-            {
-                "model": model,
-                "backend": backend,
-                "threads": used_threads[model],
-                "latency_ms": stats[model].to_dict(),
-                "memory": memory_figures(
-                    backend,
-                    artifacts[model],
-                    bundle.onnx_path(model),
-                    bundle.input_shape,
-                    threads,
-                    memory_runs,
-                    bundle.input_dtype,
-                )
-                if memory
-                else None,
-                "output_shape": list(outputs[model].shape),
-                "precision": _precision(bundle, backend, artifacts[model]),
-                "artifact": relative,
-                "artifact_sha256": files.get(relative) or sha256_file(artifacts[model]),
-                "accuracy": entry.get("accuracy"),
-                "params": entry.get("params"),
-                "macs": entry.get("macs"),
-                "arch": entry.get("arch"),
-                "cheap": entry.get("cheap"),
-            }
+            result_entry(
+                model, backend, used_threads[model], stats[model].to_dict(), figures, entry,
+                output_shape=list(outputs[model].shape),
+                precision=_precision(bundle, backend, artifacts[model]),
+                artifact=relative,
+                artifact_sha256=files.get(relative) or sha256_file(artifacts[model]),
+            )
         )
     return {
         "format": BENCH_FORMAT,

@@ -74,7 +74,11 @@ def probe_peak_rss(
         lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
         reason = lines[-1][len("error: ") :] if lines[-1].startswith("error: ") else lines[-1]
         raise DeployError(f"memory probe of {Path(model_path).name} failed: {reason}", "run the probe by hand to see the full log")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    lines = done.stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise DeployError(f"memory probe of {Path(model_path).name} printed no result", "run the probe by hand to see the full log") from None
 
 
 def memory_figures(

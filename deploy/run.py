@@ -214,6 +214,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except DeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # unwritable --out, full disk, a file vanished under us
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''} (check the path and free space)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -6,7 +6,8 @@ Everything user-facing goes to stderr except the final table / JSON, so
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -36,6 +37,19 @@ def progress_bar(transient: bool = False) -> Progress:
         transient=transient,
         disable=not err_console.is_terminal,  # logs get one line per finished unit instead
     )
+
+
+@contextlib.contextmanager
+def status_reporter(title: str, echo: bool = True) -> Iterator[Callable[[str], None]]:
+    """A spinner showing the latest progress message; in logs (not a terminal) each message is
+    also printed once, unless ``echo`` is off (e.g. for --json)."""
+    with err_console.status(title) as status:
+        def report(message: str) -> None:
+            status.update(message)
+            if echo and not err_console.is_terminal:
+                err_console.print(message, highlight=False)
+
+        yield report
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], caption: str | None = None) -> Table:

@@ -7,6 +7,7 @@ from typing import Any
 
 from edgedistill.bench.report import where
 from edgedistill.errors import ToolchainError
+from edgedistill.utils.atomic import save_with
 
 MARKERS = {"student": "o", "teacher": "s"}
 
@@ -39,10 +40,9 @@ def plot_accuracy_latency(documents: list[dict[str, Any]], path: Path) -> Path:
     axes.set_title("student vs teacher: accuracy against latency")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8, loc="best")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=120)
-    plt.close(figure)
-    tmp.replace(path)
+    try:
+        figure.tight_layout()
+        save_with(path, lambda tmp: figure.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(figure)
     return path

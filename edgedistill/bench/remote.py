@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from deploy import BENCH_FORMAT
-from deploy.bench import check_output, make_input
+from deploy.bench import check_output, make_input, result_entry
 from deploy.manifest import Bundle
 from deploy.measure import MeasureConfig, summarize
 from deploy.runners import OnnxRuntimeRunner
@@ -29,7 +29,7 @@ SAMPLES_PER_ROUND = 20
 def _timed_rounds(models: dict[str, RemoteModel], x: np.ndarray, config: MeasureConfig) -> dict[str, dict[str, Any]]:
     first: dict[str, float] = {}
     samples: dict[str, list[float]] = {name: [] for name in models}
-    number: dict[str, int] = {}
+    min_runs: dict[str, int] = {}
     for round_index in range(config.repeats):
         for name, model in models.items():
             timing = model.time(
@@ -42,11 +42,11 @@ def _timed_rounds(models: dict[str, RemoteModel], x: np.ndarray, config: Measure
             )
             first.setdefault(name, timing.first_call_s)
             samples[name] += timing.repeat_times_s
-            number[name] = timing.number
+            min_runs[name] = timing.min_runs_per_repeat
     stats = {}
     for name in models:
         summary = summarize(int(first[name] * 1e9), [int(t * 1e9) for t in samples[name]], config.repeats, config.cv_threshold)
-        stats[name] = {**summary.to_dict(), "runs_per_sample": number[name], "first_run_includes": "one RPC round trip"}
+        stats[name] = {**summary.to_dict(), "min_runs_per_sample": min_runs[name], "first_run_includes": "one RPC round trip"}
     return stats
 
 
@@ -68,18 +68,16 @@ def bench_remote(
     results = []
     for name in models:
         entry = bundle.model(name)
-        results.append({
-            "model": name, "backend": "tvm-rpc", "threads": environment.get("threads"), "latency_ms": stats[name],
-            "memory": {"file_bytes": bundle.artifact_path(name, "tvm").stat().st_size}, "parity": parity[name],
-            "precision": "fp32", "artifact": bundle.relative(bundle.artifact_path(name, "tvm")),
-            "accuracy": entry.get("accuracy"), "params": entry.get("params"), "macs": entry.get("macs"),
-            "arch": entry.get("arch"), "cheap": entry.get("cheap"),
-        })
+        artifact = bundle.artifact_path(name, "tvm")
+        results.append(result_entry(
+            name, "tvm-rpc", environment.get("threads"), stats[name], {"file_bytes": artifact.stat().st_size}, entry,
+            parity=parity[name], precision="fp32", artifact=bundle.relative(artifact),
+        ))
     return {
         "format": BENCH_FORMAT,
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "environment": environment,
         "bundle": {"target": bundle.target_name, "created": bundle.manifest.get("created"), "input_shape": list(bundle.input_shape)},
-        "method": {**config.to_dict(), "timer": "tvm time_evaluator on the board; samples are means of runs_per_sample runs"},
+        "method": {**config.to_dict(), "timer": "tvm time_evaluator on the board; samples are means of at least min_runs_per_sample runs"},
         "results": results,
     }

@@ -114,6 +114,8 @@ def markdown(documents: list[dict[str, Any]]) -> str:
                 "untrained" if top1 is None else f"{100 * top1:.2f}%",
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    if any(r["backend"] == "tvm-rpc" for d in documents for r in d["results"]):
+        lines += ["", "tvm-rpc: timed on the board by TVM's time evaluator; percentiles and cv are over means of several runs."]
     comparisons = compare_documents(documents)
     if comparisons:
         lines += ["", "| where | backend | speed-up (teacher/student) | MACs ratio | speed-up / MACs ratio | file ratio | RSS ratio |",

@@ -196,15 +196,15 @@ class RemoteTiming:
     """Latency of one model measured on the board by TVM's time evaluator.
 
     ``repeat_times_s`` has one entry per timed repeat; each repeat is at least
-    ``number`` runs (TVM adds runs to a repeat shorter than its share of the
-    time budget) and its entry is their mean, in seconds, timed on the board
-    (no network in it). ``first_call_s`` is the very first call, timed from the
+    ``min_runs_per_repeat`` runs (TVM adds runs, unreported, to a repeat shorter
+    than its share of the time budget) and its entry is their mean, in seconds,
+    timed on the board (no network in it). ``first_call_s`` is the very first call, timed from the
     host, so it includes one RPC round trip. ``emulated`` marks boards whose
     times mean nothing (qemu).
     """
 
     first_call_s: float
-    number: int
+    min_runs_per_repeat: int
     repeat_times_s: list[float]
     emulated: bool = False
 

@@ -20,9 +20,10 @@ from deploy.env import usable_cores
 from deploy.manifest import Bundle
 from deploy.measure import MeasureConfig
 from edgedistill.bench.report import load_document
-from edgedistill.checkpoints import save_model_checkpoint
+from deploy.manifest import load_manifest, sha256_file
+from edgedistill.checkpoints import ModelCheckpoint, load_model_checkpoint, save_model_checkpoint
 from edgedistill.errors import EdgeDistillError
-from edgedistill.export.sources import resolve_sources
+from edgedistill.export.sources import untrained_reference
 from edgedistill.export.targets import host_can_run, load_target
 
 LOCAL_BACKENDS = ("pytorch", "onnxruntime", "tvm")
@@ -49,16 +50,31 @@ def is_bundle(path: Path) -> bool:
     return (path / "manifest.json").is_file()
 
 
+def _checkpoints_unchanged(entries: dict[str, Any]) -> bool:
+    """Every trained network of a manifest still has its checkpoint, byte for byte."""
+    for entry in entries.values():
+        if entry.get("trained"):
+            path = Path(entry.get("checkpoint") or "")
+            if not path.is_file() or sha256_file(path) != entry.get("checkpoint_sha256"):
+                return False
+    return True
+
+
 def bundle_for_run(run_dir: Path, options: BenchOptions, report: Report) -> Path:
-    """The run's bundle for ``options.target`` (exported once, reused while it exists)."""
+    """The run's bundle for ``options.target``: reused while it holds the asked models and their
+    checkpoints are unchanged, re-exported otherwise (after a resume or retraining)."""
     from edgedistill.export.pipeline import ExportOptions, export_bundle
 
     target = load_target(options.target)
     backend = "tvm" if "tvm" in target.backends else target.default_backend
     out = run_dir / "bundles" / f"{target.name}-{backend}"
-    if not is_bundle(out):
-        report(f"exporting {run_dir} for {target.name} ({backend}) into {out}")
-        export_bundle(run_dir, ExportOptions(target=options.target, backend=backend, out=str(out), models=options.models), report)
+    if is_bundle(out):
+        entries = load_manifest(out)["models"]
+        if set(options.models) <= entries.keys() and _checkpoints_unchanged(entries):
+            return out
+    report(f"exporting {run_dir} for {target.name} ({backend}) into {out}")
+    export_bundle(run_dir, ExportOptions(target=options.target, backend=backend, out=str(out), models=options.models,
+                                         overwrite=True), report)
     return out
 
 
@@ -82,50 +98,68 @@ def _choose_backends(bundle: Bundle, options: BenchOptions, has_checkpoints: boo
                 raise EdgeDistillError(f"cannot run the bundle's TVM code here: {why}",
                                        "use --rpc-tracker HOST:PORT --rpc-key KEY, or run 'python3 -m deploy.run bench' on the board")
             if backend == "pytorch" and not has_checkpoints:
-                raise EdgeDistillError("the PyTorch reference needs the run's checkpoints, which are not on this machine",
-                                       "bench the run directory instead of the bundle")
+                raise EdgeDistillError("the PyTorch reference needs the checkpoints the bundle was exported from, "
+                                       "which are not on this machine or have changed since",
+                                       "re-export the bundle, or leave out --backend pytorch")
         return list(options.backends)
     if options.rpc_tracker:
         return []
     return [b for b in LOCAL_BACKENDS if (b != "tvm" or tvm_ok) and (b != "pytorch" or has_checkpoints)]
 
 
-def _pytorch_document(bundle: Bundle, run_dir: Path | None, options: BenchOptions, threads: int) -> dict[str, Any]:
+def pytorch_sources(bundle: Bundle, models: list[str]) -> dict[str, ModelCheckpoint] | None:
+    """The exact networks the bundle was exported from, if their checkpoints are still here and unchanged."""
+    entries = {m: bundle.model(m) for m in models}
+    if not _checkpoints_unchanged(entries):
+        return None
+    found = {m: load_model_checkpoint(e["checkpoint"]) for m, e in entries.items() if e.get("trained")}
+    for model, entry in entries.items():
+        if not entry.get("trained"):  # an untrained reference: rebuilt identically from the student
+            student = bundle.model("student")
+            if not student.get("trained") or not Path(student.get("checkpoint") or "").is_file():
+                return None
+            found[model] = untrained_reference(load_model_checkpoint(student["checkpoint"])).checkpoint
+    return found
+
+
+def _pytorch_document(bundle: Bundle, sources: dict[str, ModelCheckpoint], options: BenchOptions, threads: int) -> dict[str, Any]:
     from edgedistill.bench.torch_eager import bench_pytorch
 
-    sources = resolve_sources(run_dir, options.models)
     with tempfile.TemporaryDirectory(prefix="edgedistill-bench-") as tmp:
         paths = {}
-        for role, source in sources.items():  # one file per network, also for an untrained reference
+        for role, checkpoint in sources.items():  # one file per network for the memory probe, references included
             paths[role] = Path(tmp) / f"{role}.pt"
-            save_model_checkpoint(paths[role], source.checkpoint)
+            save_model_checkpoint(paths[role], checkpoint)
         return bench_pytorch(paths, bundle.input_shape, threads, options.config, options.memory,
                              manifest_models=bundle.manifest["models"])
 
 
-def _run_dir_of(bundle: Bundle) -> Path | None:
-    checkpoint = bundle.model("student").get("checkpoint") if "student" in bundle.manifest["models"] else None
-    return Path(checkpoint).parent if checkpoint and Path(checkpoint).is_file() else None
+@dataclass
+class BenchResult:
+    documents: list[dict[str, Any]]
+    """Benchmark documents (edgedistill-bench/1), imported ones last."""
+    bundle: Path | None
+    """The bundle that was measured (exported first when the source was a run directory)."""
 
 
-def run_bench(source: str | None, options: BenchOptions, report: Report | None = None) -> list[dict[str, Any]]:
-    """Measure what ``options`` asks for; return the benchmark documents (imported ones last)."""
+def run_bench(source: str | None, options: BenchOptions, report: Report | None = None) -> BenchResult:
+    """Measure what ``options`` asks for."""
     report = report or (lambda _m: None)
     documents: list[dict[str, Any]] = []
+    bundle_dir = None
     if source is not None:
         path = Path(source)
         if not path.exists():
             raise EdgeDistillError(f"no such bundle or run directory: {path}", "pass a bundle (edgedistill export) or a run directory")
-        run_dir = None if is_bundle(path) else path
         bundle_dir = path if is_bundle(path) else bundle_for_run(path, options, report)
         bundle = Bundle.load(bundle_dir, verify=True, force=options.force or bool(options.rpc_tracker))
-        run_dir = run_dir or _run_dir_of(bundle)
         models = [m for m in options.models if m in bundle.manifest["models"]]
         threads = options.threads or min(bundle.default_threads or usable_cores(), usable_cores())
-        for backend in _choose_backends(bundle, options, run_dir is not None):
+        sources = pytorch_sources(bundle, models)
+        for backend in _choose_backends(bundle, options, sources is not None):
             report(f"measuring {', '.join(models)} with {backend} ({threads} threads)")
             if backend == "pytorch":
-                documents.append(_pytorch_document(bundle, run_dir, options, threads))
+                documents.append(_pytorch_document(bundle, sources, options, threads))
             else:
                 documents.append(bench_bundle(bundle, backend, models, threads, options.config, options.memory))
         if options.rpc_tracker:
@@ -138,4 +172,4 @@ def run_bench(source: str | None, options: BenchOptions, report: Report | None =
     documents += [load_document(p) for p in options.imports]
     if not documents:
         raise EdgeDistillError("nothing to benchmark", "pass a bundle or run directory, or --import RESULT.json")
-    return documents
+    return BenchResult(documents, bundle_dir)

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from deploy import BENCH_FORMAT
+from deploy.bench import result_entry
 from deploy.env import environment_record
 from deploy.measure import MeasureConfig, interleaved
 from edgedistill.checkpoints import load_model_checkpoint
@@ -47,11 +48,7 @@ def bench_pytorch(
         mem = _memory(checkpoints[role], shape, threads, memory_runs) if memory else None
         if mem is not None:
             mem["weight_bytes"] = weight_bytes
-        results.append({
-            "model": role, "backend": "pytorch", "threads": threads, "latency_ms": stats[role].to_dict(), "memory": mem,
-            "precision": "fp32", "artifact": str(checkpoints[role]), "accuracy": entry.get("accuracy"),
-            "params": entry.get("params"), "macs": entry.get("macs"), "arch": entry.get("arch"), "cheap": entry.get("cheap"),
-        })
+        results.append(result_entry(role, "pytorch", threads, stats[role].to_dict(), mem, entry, precision="fp32"))
     env = environment_record(threads)
     env["runtimes"] = {**env.get("runtimes", {}), "torch": torch.__version__}
     return {"format": BENCH_FORMAT, "environment": env, "method": config.to_dict(), "results": results}

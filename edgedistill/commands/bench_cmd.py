@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from edgedistill.commands.common import friendly_errors, json_option, print_json
-from edgedistill.ui import err_console, mib, out_console, pct, table
+from edgedistill.errors import EdgeDistillError
+from edgedistill.ui import err_console, mib, out_console, pct, status_reporter, table
 
 
 @click.command("bench", epilog="Examples:\n\n\b\n  edgedistill bench runs/od                       # export for this host, measure every local backend\n"
@@ -17,7 +18,7 @@ from edgedistill.ui import err_console, mib, out_console, pct, table
 @click.option("--target", "-t", default="host", show_default=True, help="Target to export a run directory for.")
 @click.option("--backend", "-b", "backends", multiple=True, help="pytorch | onnxruntime | tvm (repeatable).  [default: all that run here]")
 @click.option("--model", "models", type=click.Choice(["student", "teacher", "both"]), default="both", show_default=True)
-@click.option("--threads", type=int, help="Threads for every runtime.  [default: the target's, at most this machine's cores]")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads for every runtime.  [default: the target's, at most this machine's cores]")
 @click.option("--runs", type=int, default=100, show_default=True, help="Minimum timed runs per model.")
 @click.option("--min-time", type=float, default=2.0, show_default=True, help="Minimum timed seconds per model.")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Interleaved blocks (student, teacher, ...).")
@@ -28,7 +29,7 @@ from edgedistill.ui import err_console, mib, out_console, pct, table
 @click.option("--rpc-key", help="Board key registered with the tracker (e.g. rpi4).")
 @click.option("--rpc-wait", type=float, default=60.0, show_default=True, help="Seconds to wait for a free board.")
 @click.option("--import", "imports", multiple=True, type=click.Path(), help="A result JSON from 'python3 -m deploy.run bench' on a device (repeatable).")
-@click.option("--out", "-o", type=click.Path(), help="Report directory (report.json, report.md, accuracy-latency.png).  [default: BUNDLE/report]")
+@click.option("--out", "-o", type=click.Path(), help="Report directory (report.json, report.md, accuracy-latency.png).  [default: BUNDLE/report, ./bench-report for --import only]")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write the accuracy-vs-latency PNG.")
 @click.option("--force", is_flag=True, help="Measure a bundle made for another target anyway (onnxruntime only makes sense then).")
 @json_option
@@ -52,16 +53,17 @@ def bench_command(source: str | None, target: str, backends: tuple[str, ...], mo
     try:
         config = MeasureConfig(warmup_runs=warmup_runs, warmup_seconds=warmup_time, min_runs=runs, min_seconds=min_time, repeats=repeats)
     except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+        raise EdgeDistillError(f"invalid measurement settings: {exc}", "see edgedistill bench --help") from exc
     options = BenchOptions(
         target=target, backends=backends, models=("student", "teacher") if models == "both" else (models,), threads=threads,
         config=config, memory=not no_memory, rpc_tracker=rpc_tracker, rpc_key=rpc_key, rpc_wait_s=rpc_wait,
         imports=imports, force=force,
     )
-    with err_console.status("benchmarking") as status:
-        documents = run_bench(source, options, lambda message: (status.update(message), None if err_console.is_terminal else err_console.print(message)))
+    with status_reporter("benchmarking", echo=not as_json) as progress:
+        result = run_bench(source, options, progress)
+    documents = result.documents
     report = report_document(documents)
-    out_dir = Path(out) if out else (Path(source) / "report" if source and (Path(source) / "manifest.json").is_file() else Path("bench-report"))
+    out_dir = Path(out) if out else (result.bundle / "report" if result.bundle else Path("bench-report"))
     write_json_atomic(out_dir / "report.json", report)
     write_text_atomic(out_dir / "report.md", markdown(documents))
     if plot:
@@ -109,6 +111,9 @@ def render_bench(documents: list[dict]) -> None:
         ))
     if any(r["latency_ms"]["high_cv"] for d in documents for r in d["results"]):
         err_console.print("[yellow]warning:[/] high coefficient of variation: the machine was busy or throttling; rerun on a quiet machine")
+    if any(r["backend"] == "tvm-rpc" for d in documents for r in d["results"]):
+        err_console.print("note: tvm-rpc rows are timed on the board by TVM's time evaluator; their percentiles and cv "
+                          "are over means of several runs, so they spread less than per-call figures")
     if any((d.get("environment") or {}).get("emulated") for d in documents):
         err_console.print("[yellow]warning:[/] emulated board: its timings mean nothing, only correctness does")
 

@@ -26,6 +26,11 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             hint = f"\n[dim]hint:[/] {exc.hint}" if exc.hint else ""
             err_console.print(f"[bold red]error:[/] {exc.message}{hint}", highlight=False)
             sys.exit(exc.exit_code)
+        except OSError as exc:  # unwritable output, full disk, a file removed under us
+            where = f": {exc.filename}" if exc.filename else ""
+            err_console.print(f"[bold red]error:[/] {exc.strerror or exc}{where}\n[dim]hint:[/] check the path and free space",
+                              highlight=False)
+            sys.exit(2)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             sys.exit(130)

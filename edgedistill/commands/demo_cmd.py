@@ -8,12 +8,12 @@ import click
 
 from edgedistill.commands.common import friendly_errors
 from edgedistill.errors import EdgeDistillError
-from edgedistill.ui import err_console
+from edgedistill.ui import err_console, status_reporter
 
 
 @click.command("demo")
 @click.option("--out", "-o", default="runs/demo", show_default=True, help="Where the run, bundle and report go.")
-@click.option("--method", default="mutual", show_default=True,
+@click.option("--method", type=click.Choice(["mutual", "od"]), default="mutual", show_default=True,
               help="mutual: a standard-conv teacher and its student learn together, so the bench compares two trained "
                    "networks; od: the paper's online teacher over 4 students (the bench's teacher is then an untrained reference).")
 @click.option("--kind", "-k", default="shift", show_default=True, help="Cheap convolution of the student.")
@@ -47,15 +47,13 @@ def demo_command(out: str, method: str, kind: str, epochs: int, target: str, thr
         return
     render_train_summary(summary)
     err_console.rule(f"2/3  export for {target}")
-    with err_console.status("exporting") as status:
-        exported = export_bundle(root / "run", ExportOptions(target=target, backend="tvm", out=str(root / "bundle")),
-                                 lambda message: status.update(message))
+    with status_reporter("exporting") as report:
+        exported = export_bundle(root / "run", ExportOptions(target=target, out=str(root / "bundle")), report)
     render_export_summary(exported)
     err_console.rule("3/3  benchmark")
-    with err_console.status("benchmarking") as status:
-        documents = run_bench(str(root / "bundle"), BenchOptions(threads=threads, config=MeasureConfig()),
-                              lambda message: status.update(message))
-    render_bench(documents)
+    with status_reporter("benchmarking") as report:
+        result = run_bench(str(root / "bundle"), BenchOptions(threads=threads, config=MeasureConfig()), report)
+    render_bench(result.documents)
 
 
 COMMANDS = [demo_command]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from edgedistill.commands.common import friendly_errors, json_option, print_json
-from edgedistill.ui import err_console, mib, out_console, pct, si, table
+from edgedistill.ui import err_console, mib, out_console, pct, si, status_reporter, table
 
 if TYPE_CHECKING:
     from edgedistill.export.pipeline import ExportSummary
@@ -51,12 +51,7 @@ def export_command(source: str, target: str, models: str, backend: str | None, o
         parity_samples=parity_samples, calibration_samples=calibration_samples, data_dir=data_dir,
         teacher_checkpoint=teacher_checkpoint, overwrite=force,
     )
-    with err_console.status("exporting") as status:
-        def report(message: str) -> None:
-            status.update(message)
-            if not err_console.is_terminal and not as_json:
-                err_console.print(message, highlight=False)
-
+    with status_reporter("exporting", echo=not as_json) as report:
         summary = export_bundle(source, options, report)
     if as_json:
         print_json(dataclasses.asdict(summary))

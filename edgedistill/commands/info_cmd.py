@@ -21,6 +21,8 @@ def models_command(kind: str, groups: int, in_channels: int, image_size: int, as
     from edgedistill.errors import ToolchainError
     from edgedistill.models import ModelSpec, complexity, create_model, model_names
 
+    from edgedistill.errors import EdgeDistillError
+
     cheap = CheapSpec(kind, groups)
     rows = []
     for name in model_names():
@@ -29,8 +31,8 @@ def models_command(kind: str, groups: int, in_channels: int, image_size: int, as
         try:
             teacher = complexity(create_model(ModelSpec(name, 10, in_channels)), (1, in_channels, image_size, image_size))
             student = complexity(create_model(ModelSpec(name, 10, in_channels, cheap=cheap)), (1, in_channels, image_size, image_size))
-        except ToolchainError as exc:
-            rows.append({"model": name, "unavailable": exc.hint or exc.message})
+        except EdgeDistillError as exc:  # torchvision missing, or channels not divisible by --groups
+            rows.append({"model": name, "unavailable": exc.message if not isinstance(exc, ToolchainError) else "needs torchvision"})
             continue
         rows.append({"model": name, "teacher": teacher.to_dict(), "student": student.to_dict()})
     if as_json:
@@ -42,7 +44,7 @@ def models_command(kind: str, groups: int, in_channels: int, image_size: int, as
         [
             (r["model"], si(r["teacher"]["params"]), si(r["teacher"]["macs"]), si(r["student"]["params"]),
              si(r["student"]["macs"]), f"{r['teacher']['macs'] / r['student']['macs']:.1f}×")
-            if "teacher" in r else (r["model"], "needs torchvision", None, None, None, None)
+            if "teacher" in r else (r["model"], r["unavailable"], None, None, None, None)
             for r in rows
         ],
     ))
