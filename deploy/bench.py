@@ -46,7 +46,7 @@ def result_entry(
     manifest_entry: Dict[str, Any], **extra: Any
 ) -> Dict[str, Any]:
     """One row of the edgedistill-bench/1 ``results``: the figures plus what identifies the network."""
-    return {
+    row = {
         "model": model,
         "backend": backend,
         "threads": threads,
@@ -55,6 +55,10 @@ def result_entry(
         **extra,
         **{key: manifest_entry.get(key) for key in ("accuracy", "params", "macs", "arch", "cheap")},
     }
+    tuning = ((manifest_entry.get("artifacts") or {}).get("tvm") or {}).get("tuning")
+    if backend.startswith("tvm") and tuning is not None:
+        row["tvm_tuning_trials"] = tuning.get("trials")
+    return row
 
 
 def _precision(bundle: Bundle, backend: str, artifact: Any) -> Optional[str]:

@@ -58,7 +58,10 @@ def test_every_local_backend_student_vs_teacher(bundle: Path, tmp_path: Path) ->
         assert c["speedup"] > 0 and c["macs_ratio"] > 1 and c["speedup_vs_macs"] == pytest.approx(c["speedup"] / c["macs_ratio"])
     for name in ("report.json", "report.md", "accuracy-latency.png"):
         assert (tmp_path / "r" / name).stat().st_size > 0
-    assert "| where | backend |" in (tmp_path / "r" / "report.md").read_text()
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "| where | backend |" in text
+    tvm_rows = [r for d in report["documents"] for r in d["results"] if r["backend"] == "tvm"]
+    assert all(r["tvm_tuning_trials"] == 0 for r in tvm_rows) and "--tune-trials" in text  # untuned TVM is flagged
 
 
 def test_device_result_is_imported_into_the_same_report(bundle: Path, tmp_path: Path) -> None:
@@ -101,6 +104,7 @@ def test_bench_through_an_rpc_board(bundle: Path, tracker: rpc.TrackerProcess, t
     assert document["environment"]["rpc"]["key"] == "host-board"
     for r in document["results"]:
         assert r["backend"] == "tvm-rpc" and r["parity"]["passed"] and r["latency_ms"]["median"] > 0
+    assert "time evaluator" in (tmp_path / "r" / "report.md").read_text()
 
 
 def test_rpc_failures_are_clear_and_bounded(bundle: Path, tracker: rpc.TrackerProcess) -> None:

@@ -97,6 +97,34 @@ def report_document(documents: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def write_report(documents: list[dict[str, Any]], out_dir: Path, plot: bool = True) -> list[Path]:
+    """report.json, report.md and (with ``plot``) accuracy-latency.png in ``out_dir``, each written atomically."""
+    from edgedistill.utils.atomic import write_json_atomic, write_text_atomic
+
+    written = [out_dir / "report.json", out_dir / "report.md"]
+    write_json_atomic(written[0], report_document(documents))
+    write_text_atomic(written[1], markdown(documents))
+    if plot:
+        from edgedistill.bench.plot import plot_accuracy_latency  # matplotlib, only when asked for
+
+        written.append(plot_accuracy_latency(documents, out_dir / "accuracy-latency.png"))
+    return written
+
+
+def notes(documents: list[dict[str, Any]]) -> list[str]:
+    """What a reader must know to read these figures right."""
+    results = [r for document in documents for r in document["results"]]
+    found = []
+    if any(r["backend"] == "tvm-rpc" for r in results):
+        found.append("tvm-rpc rows are timed on the board by TVM's time evaluator; their percentiles and cv are over "
+                     "means of several runs, so they spread less than per-call figures.")
+    if any(r["backend"].startswith("tvm") and r.get("tvm_tuning_trials") == 0 for r in results):
+        found.append("the TVM code is untuned: TVM's default schedules are far slower than onnxruntime (most of all for "
+                     "standard convs, so the TVM speed-up flatters the student); export with --tune-trials 64 or more "
+                     "before comparing TVM.")
+    return found
+
+
 def markdown(documents: list[dict[str, Any]]) -> str:
     """The latency table and the comparisons as markdown (for READMEs and notes)."""
     lines = [
@@ -114,8 +142,8 @@ def markdown(documents: list[dict[str, Any]]) -> str:
                 "untrained" if top1 is None else f"{100 * top1:.2f}%",
             ]
             lines.append("| " + " | ".join(cells) + " |")
-    if any(r["backend"] == "tvm-rpc" for d in documents for r in d["results"]):
-        lines += ["", "tvm-rpc: timed on the board by TVM's time evaluator; percentiles and cv are over means of several runs."]
+    for note in notes(documents):
+        lines += ["", f"Note: {note}"]
     comparisons = compare_documents(documents)
     if comparisons:
         lines += ["", "| where | backend | speed-up (teacher/student) | MACs ratio | speed-up / MACs ratio | file ratio | RSS ratio |",

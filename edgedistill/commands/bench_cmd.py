@@ -46,9 +46,8 @@ def bench_command(source: str | None, target: str, backends: tuple[str, ...], mo
     measured speed-up beside the MACs ratio, and is written as JSON, markdown and a PNG plot.
     """
     from deploy.measure import MeasureConfig
-    from edgedistill.bench.report import markdown, report_document
+    from edgedistill.bench.report import report_document, write_report
     from edgedistill.bench.service import BenchOptions, run_bench
-    from edgedistill.utils.atomic import write_json_atomic, write_text_atomic
 
     try:
         config = MeasureConfig(warmup_runs=warmup_runs, warmup_seconds=warmup_time, min_runs=runs, min_seconds=min_time, repeats=repeats)
@@ -61,25 +60,18 @@ def bench_command(source: str | None, target: str, backends: tuple[str, ...], mo
     )
     with status_reporter("benchmarking", echo=not as_json) as progress:
         result = run_bench(source, options, progress)
-    documents = result.documents
-    report = report_document(documents)
     out_dir = Path(out) if out else (result.bundle / "report" if result.bundle else Path("bench-report"))
-    write_json_atomic(out_dir / "report.json", report)
-    write_text_atomic(out_dir / "report.md", markdown(documents))
-    if plot:
-        from edgedistill.bench.plot import plot_accuracy_latency
-
-        plot_accuracy_latency(documents, out_dir / "accuracy-latency.png")
+    written = write_report(result.documents, out_dir, plot)
     if as_json:
-        print_json(report)
+        print_json(report_document(result.documents))
         return
-    render_bench(documents)
-    err_console.print(f"report: {out_dir}/report.json, report.md" + (", accuracy-latency.png" if plot else ""))
+    render_bench(result.documents)
+    err_console.print("report: " + ", ".join(map(str, written)))
 
 
 def render_bench(documents: list[dict]) -> None:
     """The latency/memory table and the student-vs-teacher comparison, with warnings."""
-    from edgedistill.bench.report import compare_documents, where
+    from edgedistill.bench.report import compare_documents, notes, where
 
     rows = []
     for document in documents:
@@ -111,9 +103,8 @@ def render_bench(documents: list[dict]) -> None:
         ))
     if any(r["latency_ms"]["high_cv"] for d in documents for r in d["results"]):
         err_console.print("[yellow]warning:[/] high coefficient of variation: the machine was busy or throttling; rerun on a quiet machine")
-    if any(r["backend"] == "tvm-rpc" for d in documents for r in d["results"]):
-        err_console.print("note: tvm-rpc rows are timed on the board by TVM's time evaluator; their percentiles and cv "
-                          "are over means of several runs, so they spread less than per-call figures")
+    for note in notes(documents):
+        err_console.print(f"note: {note}")
     if any((d.get("environment") or {}).get("emulated") for d in documents):
         err_console.print("[yellow]warning:[/] emulated board: its timings mean nothing, only correctness does")
 
