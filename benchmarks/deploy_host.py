@@ -3,14 +3,15 @@
 
 For ResNet-20 (3×32×32, CIFAR-size) and an ImageNet ResNet-18 (3×224×224), each
 network is exported to ONNX and compiled by TVM for this CPU, untuned and tuned
-with a fixed MetaSchedule budget; then, per backend, the four networks are timed
-interleaved with the project's method (deploy/measure.py) and their memory is
-probed in fresh processes. Weights are freshly initialised: latency and memory
+with a fixed MetaSchedule budget; then the four networks on every backend are
+timed interleaved in one run with the project's method (deploy/measure.py), so
+speed-ups and TVM-vs-onnxruntime ratios share the machine state, and their
+memory is probed in fresh processes. Weights are freshly initialised: latency and memory
 do not depend on their values, and no accuracy is claimed here.
 
 Writes benchmarks/results/deploy-host.{json,md} and prints the table.
 
-    python benchmarks/deploy_host.py                              # defaults below, ~40 min on 2 cores
+    python benchmarks/deploy_host.py                              # defaults below, ~10 min on 2 cores once tuned (~40 the first time)
     python benchmarks/deploy_host.py --tune-trials 0 --quick      # no tuning, short timing
 """
 
@@ -58,19 +59,26 @@ def build(work: Path, arch: str, variant: str, trial_budgets: list[int], tuning_
     return entry
 
 
-def measure(entries: list[dict[str, Any]], backend: str, trials: int | None, threads: int, config: MeasureConfig,
-            memory: bool) -> dict[str, dict[str, Any]]:
-    artifacts = {e["variant"]: (e["onnx"] if backend == "onnxruntime" else e["tvm"][trials]["path"]) for e in entries}
+def measure(entries: list[dict[str, Any]], backends: list[tuple[str, str, int | None]], threads: int,
+            config: MeasureConfig, memory: bool) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every variant on every backend of one network family, timed interleaved in one run.
+
+    One interleaved run (not one per backend) so that the speed-ups *and* the
+    TVM-vs-onnxruntime ratios compare figures taken in the same machine state.
+    Keyed by (variant, backend label).
+    """
+    artifacts = {(e["variant"], label): (backend, e["onnx"] if backend == "onnxruntime" else e["tvm"][trials]["path"])
+                 for label, backend, trials in backends for e in entries}
     x = np.random.default_rng(0).standard_normal(entries[0]["shape"]).astype(np.float32)
-    runners = {v: open_runner(backend, p, threads) for v, p in artifacts.items()}
-    stats = interleaved({v: (lambda r=r: r.run(x)) for v, r in runners.items()}, config)
+    runners = {key: open_runner(backend, path, threads) for key, (backend, path) in artifacts.items()}
+    stats = interleaved({" / ".join(key): (lambda r=r: r.run(x)) for key, r in runners.items()}, config)
     del runners
-    out = {}
-    for e in entries:
-        v = e["variant"]
-        out[v] = {"latency_ms": stats[v].to_dict(),
-                  "memory": memory_figures(backend, artifacts[v], e["onnx"], e["shape"], threads) if memory else None}
-    return out
+    onnx = {e["variant"]: e["onnx"] for e in entries}
+    return {
+        key: {"latency_ms": stats[" / ".join(key)].to_dict(),
+              "memory": memory_figures(backend, path, onnx[key[0]], entries[0]["shape"], threads) if memory else None}
+        for key, (backend, path) in artifacts.items()
+    }
 
 
 def main() -> None:
@@ -92,14 +100,14 @@ def main() -> None:
     for arch in args.networks:
         tuned = budgets if (arch == "resnet20" or args.tune_imagenet) else []
         entries = [build(args.work, arch, v, [0, *tuned], args.work / "tuning") for v in VARIANTS]
-        backends = [("onnxruntime", None), ("tvm", 0), *[("tvm", t) for t in tuned]]
-        for backend, trials in backends:
-            label = backend if trials is None else f"tvm ({'untuned' if trials == 0 else f'{trials} trials'})"
-            print(f"measuring {arch} with {label}", flush=True)
-            measured = measure(entries, backend, trials, args.threads, config, not args.no_memory)
-            teacher = measured["teacher"]["latency_ms"]["median"]
+        backends = [("onnxruntime", "onnxruntime", None),
+                    *[(f"tvm ({'untuned' if t == 0 else f'{t} trials'})", "tvm", t) for t in [0, *tuned]]]
+        print(f"measuring {arch}: {len(entries)} networks × {', '.join(b[0] for b in backends)}, interleaved", flush=True)
+        measured = measure(entries, backends, args.threads, config, not args.no_memory)
+        for label, _, trials in backends:
+            teacher = measured[("teacher", label)]["latency_ms"]["median"]
             for e in entries:
-                m = measured[e["variant"]]
+                m = measured[(e["variant"], label)]
                 rows.append({
                     "arch": arch, "variant": e["variant"], "model": e["model"], "backend": label, "params": e["params"],
                     "macs": e["macs"], "macs_ratio": entries[0]["macs"] / e["macs"], "latency_ms": m["latency_ms"],
