@@ -11,7 +11,7 @@ do not depend on their values, and no accuracy is claimed here.
 
 Writes benchmarks/results/deploy-host.{json,md} and prints the table.
 
-    python benchmarks/deploy_host.py                              # defaults below, ~10 min on 2 cores once tuned (~40 the first time)
+    python benchmarks/deploy_host.py                              # defaults below: ~9 min on 2 cores once tuned, ~30 the first time
     python benchmarks/deploy_host.py --tune-trials 0 --quick      # no tuning, short timing
 """
 
@@ -84,7 +84,7 @@ def measure(entries: list[dict[str, Any]], backends: list[tuple[str, str, int | 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
-    parser.add_argument("--tune-trials", type=int, nargs="*", default=[64],
+    parser.add_argument("--tune-trials", type=int, nargs="*", default=[64, 256],
                         help="MetaSchedule budgets for the tuned TVM rows (ResNet-20 only; 0 or none to skip)")
     parser.add_argument("--tune-imagenet", action="store_true", help="also tune the 224×224 networks (long)")
     parser.add_argument("--threads", type=int, default=2)
