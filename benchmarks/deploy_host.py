@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "edgedistill" / "deploy-host")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    config = MeasureConfig(min_runs=20, min_seconds=0.3, repeats=3) if args.quick else MeasureConfig()
+    config = MeasureConfig.quick() if args.quick else MeasureConfig()
     budgets = [t for t in args.tune_trials if t > 0]
 
     rows = []

@@ -54,6 +54,11 @@ class MeasureConfig:
         if self.min_seconds < 0 or self.cv_threshold <= 0:
             raise ValueError("min_seconds must be >= 0 and cv_threshold > 0")
 
+    @classmethod
+    def quick(cls) -> "MeasureConfig":
+        """A first look (20 runs, 0.3 s, 3 repeats per model): below the project's minimums, not for reports."""
+        return cls(min_runs=20, min_seconds=0.3, repeats=3)
+
     def to_dict(self) -> Dict[str, float]:
         return asdict(self)
 

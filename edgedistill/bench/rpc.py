@@ -198,9 +198,9 @@ class RemoteTiming:
     ``repeat_times_s`` has one entry per timed repeat; each repeat is at least
     ``min_runs_per_repeat`` runs (TVM adds runs, unreported, to a repeat shorter
     than its share of the time budget) and its entry is their mean, in seconds,
-    timed on the board (no network in it). ``first_call_s`` is the very first call, timed from the
-    host, so it includes one RPC round trip. ``emulated`` marks boards whose
-    times mean nothing (qemu).
+    timed on the board (no network in it). ``first_call_s`` is the very first
+    call, timed from the host, so it includes one RPC round trip. ``emulated``
+    marks boards whose times mean nothing (qemu).
     """
 
     first_call_s: float

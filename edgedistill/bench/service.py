@@ -17,10 +17,9 @@ from typing import Any
 
 from deploy.bench import bench_bundle
 from deploy.env import usable_cores
-from deploy.manifest import Bundle
+from deploy.manifest import Bundle, load_manifest, sha256_file
 from deploy.measure import MeasureConfig
 from edgedistill.bench.report import load_document
-from deploy.manifest import load_manifest, sha256_file
 from edgedistill.checkpoints import ModelCheckpoint, load_model_checkpoint, save_model_checkpoint
 from edgedistill.errors import EdgeDistillError
 from edgedistill.export.sources import untrained_reference
@@ -107,12 +106,13 @@ def _choose_backends(bundle: Bundle, options: BenchOptions, has_checkpoints: boo
     return [b for b in LOCAL_BACKENDS if (b != "tvm" or tvm_ok) and (b != "pytorch" or has_checkpoints)]
 
 
-def pytorch_sources(bundle: Bundle, models: list[str]) -> dict[str, ModelCheckpoint] | None:
-    """The exact networks the bundle was exported from, if their checkpoints are still here and unchanged."""
+def pytorch_sources(bundle: Bundle, models: list[str]) -> dict[str, Path | ModelCheckpoint] | None:
+    """The exact networks the bundle was exported from, if their checkpoints are still here and unchanged:
+    the checkpoint file of each trained one, and an untrained reference rebuilt in memory from the student."""
     entries = {m: bundle.model(m) for m in models}
     if not _checkpoints_unchanged(entries):
         return None
-    found = {m: load_model_checkpoint(e["checkpoint"]) for m, e in entries.items() if e.get("trained")}
+    found: dict[str, Path | ModelCheckpoint] = {m: Path(e["checkpoint"]) for m, e in entries.items() if e.get("trained")}
     for model, entry in entries.items():
         if not entry.get("trained"):  # an untrained reference: rebuilt identically from the student
             student = bundle.model("student")
@@ -122,14 +122,19 @@ def pytorch_sources(bundle: Bundle, models: list[str]) -> dict[str, ModelCheckpo
     return found
 
 
-def _pytorch_document(bundle: Bundle, sources: dict[str, ModelCheckpoint], options: BenchOptions, threads: int) -> dict[str, Any]:
+def _pytorch_document(
+    bundle: Bundle, sources: dict[str, Path | ModelCheckpoint], options: BenchOptions, threads: int
+) -> dict[str, Any]:
     from edgedistill.bench.torch_eager import bench_pytorch
 
     with tempfile.TemporaryDirectory(prefix="edgedistill-bench-") as tmp:
         paths = {}
-        for role, checkpoint in sources.items():  # one file per network for the memory probe, references included
-            paths[role] = Path(tmp) / f"{role}.pt"
-            save_model_checkpoint(paths[role], checkpoint)
+        for role, source in sources.items():  # the memory probe reads a file: write the in-memory references out
+            if isinstance(source, Path):
+                paths[role] = source
+            else:
+                paths[role] = Path(tmp) / f"{role}.pt"
+                save_model_checkpoint(paths[role], source)
         return bench_pytorch(paths, bundle.input_shape, threads, options.config, options.memory,
                              manifest_models=bundle.manifest["models"])
 

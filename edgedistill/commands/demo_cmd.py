@@ -63,7 +63,7 @@ def demo_command(
     render_export_summary(exported)
     err_console.rule("3/3  benchmark")
     with status_reporter("benchmarking") as report:
-        timing = MeasureConfig(min_runs=20, min_seconds=0.3, repeats=3) if quick else MeasureConfig()
+        timing = MeasureConfig.quick() if quick else MeasureConfig()
         options = BenchOptions(threads=threads, config=timing, memory=not quick)
         result = run_bench(str(root / "bundle"), options, report)
     render_bench(result.documents)

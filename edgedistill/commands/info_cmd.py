@@ -18,10 +18,8 @@ from edgedistill.ui import out_console, si, table
 def models_command(kind: str, groups: int, in_channels: int, image_size: int, as_json: bool) -> None:
     """The registered architectures, with params and MACs of teacher and student."""
     from edgedistill.cheap import CheapSpec
-    from edgedistill.errors import ToolchainError
+    from edgedistill.errors import EdgeDistillError, ToolchainError
     from edgedistill.models import ModelSpec, complexity, create_model, model_names
-
-    from edgedistill.errors import EdgeDistillError
 
     cheap = CheapSpec(kind, groups)
     rows = []

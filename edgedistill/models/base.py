@@ -18,10 +18,11 @@ class FeatureClassifier(nn.Module):
 
     num_features: int
 
-    def _init_head(self, num_features: int, num_classes: int) -> None:
+    def _init_head(self, fc: nn.Linear) -> None:
+        """Global average pool → ``fc`` (a new ``nn.Linear(features, classes)``, or a borrowed one)."""
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(num_features, num_classes)
-        self.num_features = num_features
+        self.fc = fc
+        self.num_features = fc.in_features
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -34,8 +34,7 @@ class TorchvisionResNet(FeatureClassifier):
             net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layers = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
-        self._init_head(net.fc.in_features, net.fc.out_features)
-        self.fc = net.fc
+        self._init_head(net.fc)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(self.stem(x))

@@ -46,7 +46,7 @@ class CifarResNet(FeatureClassifier):
             nn.Conv2d(in_channels, width, 3, 1, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
         )
         self.layers, features = residual_stages(BasicBlock, width, (width, 2 * width, 4 * width), [(depth - 2) // 6] * 3)
-        self._init_head(features, num_classes)
+        self._init_head(nn.Linear(features, num_classes))
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ class ImageNetResNet(FeatureClassifier):
             nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
         )
         self.layers, features = residual_stages(BasicBlock, 64, (64, 128, 256, 512), depths)
-        self._init_head(features, num_classes)
+        self._init_head(nn.Linear(features, num_classes))
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ class CifarVGG(FeatureClassifier):
                 layers += [nn.Conv2d(ch, int(item), 3, padding=1, bias=False), nn.BatchNorm2d(int(item)), nn.ReLU(inplace=True)]
                 ch = int(item)
         self.features = nn.Sequential(*layers)
-        self._init_head(ch, num_classes)
+        self._init_head(nn.Linear(ch, num_classes))
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,7 @@ class WideResNet(FeatureClassifier):
         widths = (16 * widen, 32 * widen, 64 * widen)
         self.layers, features = residual_stages(PreActBlock, 16, widths, [(depth - 4) // 6] * 3, dropout=dropout)
         self.final = nn.Sequential(nn.BatchNorm2d(features), nn.ReLU(inplace=True))
-        self._init_head(features, num_classes)
+        self._init_head(nn.Linear(features, num_classes))
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
