@@ -2,7 +2,8 @@
 # Set up edgedistill on a fresh Debian/Ubuntu machine, into the current Python environment
 # (activate a virtualenv first if you want one).
 #
-#   ./setup.sh            everything: system packages, torch, edgedistill with TVM and test extras
+#   ./setup.sh            everything: system packages, torch, edgedistill with TVM and test extras,
+#                         then 'edgedistill doctor' to show that each piece works
 #
 # Environment knobs:
 #   TORCH_SPEC    the torch requirement to install when torch is missing
@@ -14,9 +15,12 @@ PYTHON=${PYTHON:-python3}
 
 # Debian packages:
 #   dataset-fashion-mnist  the offline default dataset (/usr/share/datasets/fashion-mnist)
+#   g++                    TVM links every host library it compiles with the system C++ compiler
 #   gcc-aarch64-linux-gnu  cross compiler for Raspberry Pi / Jetson TVM libraries
+#   libc6-dev-arm64-cross  the aarch64 C runtime (crti.o, libc.so) that the cross compiler needs to
+#                          link a shared library; only a *Recommends* of the compiler, so name it
 #   qemu-user-static, debootstrap   the emulated ARM board used by the tests
-APT_PACKAGES="dataset-fashion-mnist gcc-aarch64-linux-gnu qemu-user-static debootstrap"
+APT_PACKAGES="dataset-fashion-mnist g++ gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static debootstrap"
 if [[ "${SKIP_APT:-0}" != 1 ]] && command -v apt-get >/dev/null; then
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   $SUDO apt-get update -qq
@@ -30,4 +34,7 @@ if ! "$PYTHON" -c "import torch" 2>/dev/null; then
   "$PYTHON" -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
 "$PYTHON" -m pip install -q -e ".[tvm,dev]"
-echo "setup.sh: done. Try: edgedistill --help"
+# Prove the install by using every piece (links an aarch64 library, compiles a model with TVM, ...):
+# a table of what works and the command that fixes what does not. Fails only when the core is broken.
+"$PYTHON" -m edgedistill.cli doctor
+echo "setup.sh: done. Try: edgedistill demo"

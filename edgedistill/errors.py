@@ -22,6 +22,16 @@ class EdgeDistillError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
+def exception_line(exc: BaseException, last: bool = True) -> str:
+    """One line of an exception's text for an ``error:`` message: the last (where TVM and compilers
+    state the cause, after their backtraces) or the first; the type's name when the text is empty
+    (e.g. an interrupted call)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[-1] if last else lines[0]
+
+
 class UnknownNameError(EdgeDistillError):
     """A name (model, dataset, target, ...) that is not registered."""
 
@@ -40,3 +50,9 @@ class ToolchainError(EdgeDistillError):
 
 class TrainingDivergedError(EdgeDistillError):
     """The loss became NaN or infinite."""
+
+
+class Interrupted(EdgeDistillError):
+    """Ctrl-C: the hint says how to continue (e.g. ``--resume``) or that nothing was left behind."""
+
+    exit_code = 130

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from edgedistill.bench import rpc
 from edgedistill.cli import main
 from edgedistill.export.pipeline import ExportOptions, export_bundle
+from toolchain_support import need_cross_compiler
 
 QUICK = ["--runs", "20", "--min-time", "0.05", "--repeats", "2", "--warmup-runs", "2", "--warmup-time", "0.01", "--threads", "1"]
 
@@ -129,8 +130,7 @@ def test_tampered_bundle_is_refused(bundle: Path, tmp_path: Path) -> None:
 
 
 def test_bundle_for_another_target_is_refused(run_dir: Path, tmp_path: Path) -> None:
-    if not __import__("shutil").which("aarch64-linux-gnu-gcc"):
-        pytest.skip("aarch64-linux-gnu-gcc not installed")
+    need_cross_compiler()
     export_bundle(run_dir, ExportOptions(target="rpi4", out=str(tmp_path / "pi"), models=("student",), parity_samples=4))
     code, output = _bench(str(tmp_path / "pi"), "--no-plot")
     assert code == 2 and "rpi4" in output

@@ -9,7 +9,6 @@ itself. Times under emulation mean nothing: the test checks they are labelled so
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,13 +16,12 @@ from click.testing import CliRunner
 
 from edgedistill.bench import emulated_board
 from edgedistill.cli import main
-
-_missing = emulated_board.missing_tools() + ([] if shutil.which("aarch64-linux-gnu-gcc") else ["aarch64-linux-gnu-gcc"])
+from toolchain_support import need_emulated_board
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(bool(_missing), reason=f"needs {', '.join(_missing)} (apt-get install qemu-user-static debootstrap gcc-aarch64-linux-gnu)")
 def test_rpi4_bundle_runs_on_the_emulated_board_and_matches_onnxruntime(mutual_run: Path, tmp_path: Path) -> None:
+    need_emulated_board()
     result = CliRunner().invoke(main, ["export", str(mutual_run), "--target", "rpi4", "--out", str(tmp_path / "pi"), "--parity-samples", "4"])
     assert result.exit_code == 0, result.output
     rootfs = emulated_board.ensure_rootfs()

@@ -13,7 +13,6 @@ only checked to be labelled as emulated.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,15 +24,18 @@ import onnxruntime as ort
 import pytest
 
 from edgedistill.bench import emulated_board, rpc
+from toolchain_support import need_emulated_board
 
 CROSS_GCC = "aarch64-linux-gnu-gcc"
 RPI4_TARGET = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72"}
 KEY = "rpi4-emulated"
 INPUT_SHAPE = (1, 3, 16, 16)
 
-_missing = emulated_board.missing_tools() + ([] if shutil.which(CROSS_GCC) else [CROSS_GCC])
-_apt = "apt-get install qemu-user-static debootstrap gcc-aarch64-linux-gnu"
-needs_tools = pytest.mark.skipif(bool(_missing), reason=f"the emulated board needs {', '.join(_missing)} ({_apt})")
+
+
+@pytest.fixture(autouse=True)
+def _board_toolchain() -> None:
+    need_emulated_board()
 
 
 def export_cheap_net(path: Path) -> Path:
@@ -115,7 +117,6 @@ def board() -> Iterator[tuple[rpc.TrackerProcess, emulated_board.EmulatedBoard]]
 
 
 @pytest.mark.slow
-@needs_tools
 def test_rootfs_is_cached_and_stamped() -> None:
     rootfs = emulated_board.ensure_rootfs()
     stamp = emulated_board.read_stamp(rootfs)
@@ -133,7 +134,6 @@ def test_rootfs_is_cached_and_stamped() -> None:
 
 
 @pytest.mark.slow
-@needs_tools
 def test_cross_compiled_cheap_net_matches_onnxruntime_on_the_emulated_board(board, models) -> None:
     tracker, emulated = board
     x = np.random.default_rng(3).standard_normal(INPUT_SHAPE).astype(np.float32)
@@ -152,7 +152,6 @@ def test_cross_compiled_cheap_net_matches_onnxruntime_on_the_emulated_board(boar
 
 
 @pytest.mark.slow
-@needs_tools
 def test_module_for_another_target_is_refused_by_the_board(board, models) -> None:
     tracker, _ = board
     with (

@@ -45,7 +45,10 @@ QEMU = "qemu-aarch64-static"
 DEBOOTSTRAP = "debootstrap"
 TOOLS = (QEMU, DEBOOTSTRAP, "dpkg-deb", "tar")
 SUITE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
+# Only when this machine has no apt source of its own (not Debian/Ubuntu, or an empty sources list).
+FALLBACK_MIRROR = "http://deb.debian.org/debian"
+MIRROR_ENV = "EDGEDISTILL_DEBIAN_MIRROR"
+APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
 PACKAGES = ("python3", "python3-numpy")
 # The board's TVM must match the host's (RPC protocol, module format); typing_extensions
 # is the one pure-Python module that tvm_ffi imports and Debian's is too old.
@@ -80,6 +83,65 @@ def default_rootfs() -> Path:
     """Where the root filesystem is cached: ``$EDGEDISTILL_ARM64_ROOTFS`` or ``~/.cache``."""
     env = os.environ.get("EDGEDISTILL_ARM64_ROOTFS")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "edgedistill" / "arm64-rootfs"
+
+
+def _deb822_archives(text: str) -> list[str]:
+    """The URIs of the deb822 stanzas (``*.sources``) that are a main archive, not a security one."""
+    found = []
+    for stanza in text.split("\n\n"):
+        fields = {}
+        for line in stanza.splitlines():
+            if ":" in line and not line.startswith((" ", "#")):
+                key, value = line.split(":", 1)
+                fields[key.strip().lower()] = value.split()
+        if "deb" in fields.get("types", []) and not any(s.endswith("-security") for s in fields.get("suites", [])):
+            found += fields.get("uris", [])
+    return found
+
+
+def _one_line_archives(text: str) -> list[str]:
+    """The URIs of ``deb URI SUITE ...`` lines (sources.list), security suites left out."""
+    found = []
+    for line in text.splitlines():
+        words = [w for w in line.split() if not w.startswith("[")] if line.strip().startswith("deb ") else []
+        if len(words) >= 3 and not words[2].endswith("-security"):
+            found.append(words[1])
+    return found
+
+
+def configured_mirror() -> tuple[str, str]:
+    """The Debian archive to build the board from, and where that choice came from.
+
+    ``$EDGEDISTILL_DEBIAN_MIRROR`` first, then this machine's own apt sources (a user behind a
+    mirror or proxy has no other way out), then Debian's public mirror.
+    """
+    if os.environ.get(MIRROR_ENV):
+        return os.environ[MIRROR_ENV], f"${MIRROR_ENV}"
+    directory, one_line = APT_SOURCES
+    candidates: list[tuple[Path, list[str]]] = []
+    for path in sorted(directory.glob("*.sources")) if directory.is_dir() else []:
+        candidates.append((path, _deb822_archives(path.read_text(encoding="utf-8", errors="replace"))))
+    for path in [one_line, *sorted(directory.glob("*.list"))] if directory.is_dir() else [one_line]:
+        if path.is_file():
+            candidates.append((path, _one_line_archives(path.read_text(encoding="utf-8", errors="replace"))))
+    for path, uris in candidates:
+        for uri in uris:
+            if "debian" in uri:  # an Ubuntu archive has no arm64 bookworm
+                return uri.rstrip("/"), str(path)
+    return FALLBACK_MIRROR, "default (this machine has no Debian apt source)"
+
+
+def mirror_reachable(mirror: str, timeout_s: float = 8.0) -> str | None:
+    """None when ``mirror`` serves the board's suite, else why not (for a skip or an error message)."""
+    import urllib.error
+    import urllib.request
+
+    url = f"{mirror.rstrip('/')}/dists/{SUITE}/Release"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout_s):
+            return None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return f"{url}: {getattr(exc, 'reason', exc)}"
 
 
 def _which(name: str) -> str | None:
@@ -265,8 +327,10 @@ def _build_lock(rootfs: Path) -> Iterator[None]:
         yield
 
 
-def build_rootfs(rootfs: Path | None = None, *, force: bool = False, mirror: str = MIRROR) -> dict[str, Any]:
+def build_rootfs(rootfs: Path | None = None, *, force: bool = False, mirror: str | None = None) -> dict[str, Any]:
     """Build the root filesystem unless a current one is cached; return its stamp.
+
+    ``mirror`` defaults to :func:`configured_mirror` (this machine's apt source).
 
     The build happens in a temporary sibling directory renamed into place at
     the end, so an interrupted build never leaves a half root filesystem.
@@ -282,6 +346,7 @@ def build_rootfs(rootfs: Path | None = None, *, force: bool = False, mirror: str
         for stale in rootfs.parent.glob(f".{rootfs.name}.*"):
             shutil.rmtree(stale, ignore_errors=True)
         start = time.monotonic()
+        mirror = mirror or configured_mirror()[0]
         with atomic_directory(rootfs, overwrite=True) as tmp:
             _debootstrap(tmp, mirror)
             _unpack_second_stage(tmp)
@@ -378,7 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build the arm64 root filesystem once (cached)")
     build.add_argument("--force", action="store_true", help="rebuild even if a current one is cached")
-    build.add_argument("--mirror", default=MIRROR, help="Debian mirror (default %(default)s)")
+    build.add_argument("--mirror", help=f"Debian archive URL (default: ${MIRROR_ENV}, else this machine's apt source, "
+                                        f"else {FALLBACK_MIRROR})")
     serve = sub.add_parser("serve", help="run an emulated board registered with a tracker")
     serve.add_argument("--tracker", required=True, help="tracker HOST:PORT (a local one: 127.0.0.1)")
     serve.add_argument("--key", default="rpi4-emulated", help="device key (default %(default)s)")

@@ -22,7 +22,7 @@ import onnxscript.optimizer
 import torch
 from torch import nn
 
-from edgedistill.errors import EdgeDistillError
+from edgedistill.errors import EdgeDistillError, exception_line
 from edgedistill.export.opset import downgrade_18_to_17
 from edgedistill.utils.atomic import save_with
 
@@ -72,7 +72,7 @@ def _to_onnx(model: nn.Module, example: torch.Tensor, opset: int, dynamic_batch:
             onnxscript.optimizer.fold_constants(program.model)
     except Exception as exc:
         raise ExportError(
-            f"torch.onnx.export failed for {type(model).__name__}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+            f"torch.onnx.export failed for {type(model).__name__}: {type(exc).__name__}: {exception_line(exc, last=False)[:300]}",
             "the model uses an op the ONNX exporter cannot handle; check it with torch.export.export first",
         ) from exc
     proto = program.model_proto

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,15 +26,15 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
-from edgedistill.errors import EdgeDistillError, ToolchainError
+from edgedistill.errors import EdgeDistillError, ToolchainError, exception_line
 from edgedistill.export import tvm_cuda
 from edgedistill.export.targets import Target, host_arch, host_can_run
 from edgedistill.export.tvm_import import FALLBACK_HINT, import_tvm, onnx_to_relax
 from edgedistill.export.tvm_tuning import apply_tuning, database_dir, default_tuning_dir, graph_hash
+from edgedistill.toolchains import cc
 from edgedistill.utils.atomic import atomic_path
 
 FORMATS = ("so", "tar")
-NATIVE_COMPILERS = ("g++", "gcc", "cc", "clang++", "clang")  # the order tvm.support.cc.get_cc uses
 
 
 @dataclass(frozen=True)
@@ -79,28 +78,16 @@ def _format_of(path: Path) -> str:
     return fmt
 
 
-def _install_hint(compiler: str) -> str:
-    if compiler.endswith("-gcc"):  # Debian names the package after the triple: gcc-aarch64-linux-gnu
-        return f"apt-get install gcc-{compiler[: -len('-gcc')]}, or export a .tar (needs no cross compiler; the device links it)"
-    return f"install {compiler}, or export a .tar (the device links it)"
-
-
-def _linker(target: Target) -> str:
+def find_linker(target: Target) -> str:
     """The compiler that links a ``.so`` for ``target`` on this machine, or a ToolchainError."""
     if target.arch == host_arch():
-        wanted = [os.environ["CC"]] if os.environ.get("CC") else list(NATIVE_COMPILERS)
-    elif target.cross_compiler:
-        wanted = [target.cross_compiler]
-    else:
-        raise ToolchainError(
-            f"target '{target.name}' is {target.arch} and names no cross compiler",
-            'add cross_compiler = "..." under [tvm] in its TOML, or export a .tar',
-        )
-    for name in wanted:
-        found = shutil.which(name)
-        if found:
-            return found
-    raise ToolchainError(f"C compiler '{wanted[0]}' not found (needed to link the {target.arch} .so)", _install_hint(wanted[0]))
+        return cc.find_compiler(cc.native_candidates())
+    if target.cross_compiler:
+        return cc.find_compiler([target.cross_compiler])
+    raise ToolchainError(
+        f"target '{target.name}' is {target.arch} and names no cross compiler",
+        'add cross_compiler = "..." under [tvm] in its TOML (e.g. "aarch64-linux-gnu-gcc")',
+    )
 
 
 def _export(tvm: Any, executable: Any, out: Path, fmt: str, linker: str, report: Callable[[str], None]) -> None:
@@ -110,15 +97,17 @@ def _export(tvm: Any, executable: Any, out: Path, fmt: str, linker: str, report:
         try:
             executable.export_library(str(tmp), fcompile=fcompile)
         except Exception as exc:  # compiler failures surface as RuntimeError/tvm errors
-            hint = _install_hint(os.path.basename(linker)) if linker else "check that the `tar` program works"
-            raise ToolchainError(f"writing {out.name} failed: {str(exc).strip().splitlines()[-1]}", hint) from exc
+            if not linker:
+                raise ToolchainError(f"writing {out.name} failed: {exception_line(exc)}", "check that the `tar` program works") from exc
+            raise ToolchainError(f"linking {out.name} with {os.path.basename(linker)} failed: {cc.diagnostic(str(exc))}",
+                                 cc.failure_hint(linker, str(exc))) from exc
 
 
 def _build(tvm: Any, mod: Any, target: dict[str, Any]) -> Any:
     try:
         return tvm.compile(mod, tvm.target.Target(target))
     except Exception as exc:  # TVM raises its own error types
-        raise ToolchainError(f"TVM could not compile for {target.get('kind')}: {str(exc).strip().splitlines()[-1]}", FALLBACK_HINT) from exc
+        raise ToolchainError(f"TVM could not compile for {target.get('kind')}: {exception_line(exc)}", FALLBACK_HINT) from exc
 
 
 def _cpu_target(target: Target) -> dict[str, Any]:
@@ -190,7 +179,7 @@ def compile_onnx(
     if tune_trials < 0:
         raise ToolchainError(f"tune_trials = {tune_trials} is negative", "use 0 (no tuning) or a trial budget such as 200")
     tvm = import_tvm()
-    linker = _linker(target) if fmt == "so" else ""
+    linker = find_linker(target) if fmt == "so" else ""
     cpu = _cpu_target(target)
     _check_llvm_cpu(tvm, cpu, target)
     start = time.perf_counter()
@@ -241,5 +230,5 @@ def run_local(library_path: str | os.PathLike[str], inputs: np.ndarray, device: 
         vm = relax.VirtualMachine(tvm.runtime.load_module(os.fspath(library_path)), dev)
         out = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(inputs), dev))
     except Exception as exc:  # TVM raises its own error types
-        raise ToolchainError(f"cannot run {library_path} here: {str(exc).strip().splitlines()[-1]}", "run it on the device it was compiled for") from exc
+        raise ToolchainError(f"cannot run {library_path} here: {exception_line(exc)}", "run it on the device it was compiled for") from exc
     return (out if hasattr(out, "numpy") else out[0]).numpy()

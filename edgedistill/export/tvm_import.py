@@ -13,7 +13,7 @@ from typing import Any
 
 import onnx
 
-from edgedistill.errors import ToolchainError
+from edgedistill.errors import ToolchainError, exception_line
 
 INSTALL_HINT = "pip install 'edgedistill[tvm]'"
 FALLBACK_HINT = "use --backend onnxruntime for this model"
@@ -76,5 +76,5 @@ def onnx_to_relax(model: onnx.ModelProto, input_name: str, input_shape: Sequence
     except Exception as exc:  # TVM raises its own error types (tvm.error.*) and plain ones
         node = _failing_node(exc.__traceback__)
         where = f" at {node[0]} node '{node[1]}'" if node else ""
-        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        first_line = exception_line(exc)
         raise ToolchainError(f"TVM could not import the ONNX model{where}: {first_line}", FALLBACK_HINT) from exc
