@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -19,7 +21,9 @@ from edgedistill.cli import main
 from edgedistill.errors import EdgeDistillError, ToolchainError, UnknownNameError
 from edgedistill.export.onnx_export import export_onnx, read_metadata
 from edgedistill.export.pipeline import ExportOptions, elf_machine, export_bundle
+from cli_helpers import assert_one_error, files_under, run_cli
 from edgedistill.models import ModelSpec, create_model
+from toolchain_support import need_cross_compiler
 
 
 @pytest.mark.parametrize(("arch", "kind"), [
@@ -83,8 +87,7 @@ def test_host_tvm_bundle_is_verified_and_self_contained(run_dir: Path, tmp_path:
 
 
 def test_rpi4_bundle_is_cross_compiled_for_aarch64(run_dir: Path, tmp_path: Path) -> None:
-    if not shutil.which("aarch64-linux-gnu-gcc"):
-        pytest.skip("aarch64-linux-gnu-gcc not installed (apt-get install gcc-aarch64-linux-gnu); CI installs it")
+    need_cross_compiler()
     summary = export_bundle(run_dir, _options(tmp_path, target="rpi4", models=("student",)))
     root = Path(summary.bundle)
     tvm = load_manifest(root)["models"]["student"]["artifacts"]["tvm"]
@@ -129,13 +132,66 @@ def test_a_run_without_a_standard_teacher_exports_an_untrained_reference(run_dir
     (["--target", "rpi-4"], "did you mean"),
     (["--target", "rpi4", "--backend", "tensorrt"], "does not support the tensorrt backend"),
     (["--backend", "tflite"], "unknown backend"),
-    (["--batch", "0"], "not a batch size"),
-    (["--image-size", "0"], "does not fit resnet8"),
+    (["--batch", "0"], "--batch-size"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--image-size", "0"], "--image-size"),
+    (["--tune-trials", "-1"], "--tune-trials"),
+    (["--tune-trials", "8"], "--tune-trials applies to the tvm backend only"),
+    (["--tuning-dir", "db"], "--tuning-dir applies to the tvm backend only"),
+    (["--parity-samples", "0"], "--parity-samples"),
+    (["--calibration-samples", "0"], "--calibration-samples"),
 ])
 def test_bad_export_input_gives_one_clear_error(run_dir: Path, tmp_path: Path, args: list[str], message: str) -> None:
-    result = CliRunner().invoke(main, ["export", str(run_dir), "--out", str(tmp_path / "b"), *args])
-    assert result.exit_code == 2 and "error:" in result.output and message in result.output, result.output
-    assert not (tmp_path / "b").exists()
+    result = run_cli(["export", str(run_dir), "--out", "b", *args], cwd=tmp_path)
+    assert_one_error(result, message)
+    assert files_under(tmp_path) == set()
+
+
+def test_force_replaces_only_a_bundle_of_ours(run_dir: Path, tmp_path: Path) -> None:
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "important.txt").write_text("keep me")
+    plain = tmp_path / "notes.txt"
+    plain.write_text("keep me too")
+    for out in (users, plain):
+        assert_one_error(run_cli(["export", str(run_dir), "--out", str(out), "--force"]), "not an edgedistill bundle")
+    assert (users / "important.txt").read_text() == "keep me" and plain.read_text() == "keep me too"
+    # the current directory and the run itself are never replaced, even when they look like bundles
+    assert_one_error(run_cli(["export", str(run_dir), "--out", ".", "--force"], cwd=tmp_path), "current directory")
+    assert_one_error(run_cli(["export", str(run_dir), "--out", str(run_dir.parent), "--force"]), "holds the run")
+
+    bundle = tmp_path / "bundle"
+    options = _options(tmp_path, models=("student",))
+    export_bundle(run_dir, options)
+    (bundle / "report").mkdir()
+    (bundle / "report" / "report.json").write_text("{}")  # what bench writes is ours too
+    export_bundle(run_dir, dataclasses.replace(options, overwrite=True))
+    assert load_manifest(bundle)["models"]["student"]
+    (bundle / "models" / "my-notes.md").write_text("mine")
+    with pytest.raises(EdgeDistillError, match="did not write .*models/my-notes.md"):
+        export_bundle(run_dir, dataclasses.replace(options, overwrite=True))
+    assert (bundle / "models" / "my-notes.md").read_text() == "mine"
+
+
+def test_an_interrupted_export_leaves_nothing_and_says_so(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgedistill.export import pipeline
+
+    def interrupt(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.onnx_export, "export_onnx", interrupt)
+    result = run_cli(["export", str(run_dir), "--out", "b"], cwd=tmp_path)
+    assert result.exit_code == 130 and "export interrupted" in result.stderr and "nothing was written" in result.stderr
+    assert "Traceback" not in result.stderr and files_under(tmp_path) == set()
+
+
+def test_an_unfinished_run_says_resume_it(run_dir: Path, tmp_path: Path) -> None:
+    unfinished = tmp_path / "run"
+    unfinished.mkdir()
+    shutil.copy(run_dir / "config.yaml", unfinished)
+    shutil.copy(run_dir / "teacher-best.pt", unfinished)
+    assert_one_error(run_cli(["export", str(unfinished), "--out", str(tmp_path / "b")]), "is incomplete",
+                     f"edgedistill train --resume --out {unfinished}")
 
 
 def test_corrupt_checkpoint_and_unwritable_out_dir(run_dir: Path, tmp_path: Path) -> None:
@@ -156,9 +212,24 @@ def test_corrupt_checkpoint_and_unwritable_out_dir(run_dir: Path, tmp_path: Path
 
 def test_missing_cross_compiler_fails_before_any_work(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
-    with pytest.raises(ToolchainError, match="apt-get install gcc-aarch64-linux-gnu"):
+    with pytest.raises(ToolchainError, match="apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross"):
         export_bundle(run_dir, _options(tmp_path, target="rpi4"))
     assert not (tmp_path / "bundle").exists()
+
+
+def test_a_cross_compiler_that_cannot_link_fails_before_any_work_with_its_own_words(
+        run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a fresh machine with gcc-aarch64-linux-gnu but no libc6-dev-arm64-cross looks like."""
+    fake = tmp_path / "bin" / "aarch64-linux-gnu-gcc"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho '/usr/bin/aarch64-linux-gnu-ld: cannot find crti.o: No such file or directory' >&2\n"
+                    "echo 'collect2: error: ld returned 1 exit status' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    result = run_cli(["export", str(run_dir), "--target", "rpi4", "--out", "b"], cwd=tmp_path)
+    error = assert_one_error(result, "cannot find crti.o", "apt-get install libc6-dev-arm64-cross")
+    assert ".tar" not in error and "exporting" not in error
+    assert files_under(tmp_path) == {"bin", "bin/aarch64-linux-gnu-gcc"}
 
 
 def test_export_json_output(run_dir: Path, tmp_path: Path) -> None:

@@ -6,13 +6,27 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
+from rich.markup import escape
 
 from deploy.errors import DeployError
-from edgedistill.errors import EdgeDistillError
+from edgedistill.errors import EdgeDistillError, Interrupted
 from edgedistill.ui import err_console
+
+
+def print_error(message: str, hint: str | None = None, exit_code: int = 2) -> NoReturn:
+    """The one way a command fails: ``error: <what>`` on one line, ``hint: <how to fix>`` below, exit 2.
+
+    Message and hint are printed literally (escaped): paths like ``runs/[a]`` and extras like
+    ``edgedistill[tvm]`` must reach the user as written, never be eaten as rich markup.
+    """
+    text = f"[bold red]error:[/] {escape(message)}"
+    if hint:
+        text += f"\n[dim]hint:[/] {escape(hint)}"
+    err_console.print(text, highlight=False, soft_wrap=True)
+    sys.exit(exit_code)
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -23,19 +37,35 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except (EdgeDistillError, DeployError) as exc:
-            hint = f"\n[dim]hint:[/] {exc.hint}" if exc.hint else ""
-            err_console.print(f"[bold red]error:[/] {exc.message}{hint}", highlight=False)
-            sys.exit(exc.exit_code)
+            print_error(exc.message, exc.hint, exc.exit_code)
         except OSError as exc:  # unwritable output, full disk, a file removed under us
             where = f": {exc.filename}" if exc.filename else ""
-            err_console.print(f"[bold red]error:[/] {exc.strerror or exc}{where}\n[dim]hint:[/] check the path and free space",
-                              highlight=False)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]")
-            sys.exit(130)
+            print_error(f"{exc.strerror or exc}{where}", "check the path and free space")
+        except KeyboardInterrupt:  # work that can be continued raises Interrupted with a hint instead
+            print_error("interrupted", None, Interrupted.exit_code)
 
     return wrapper
+
+
+class FriendlyGroup(click.Group):
+    """A click group whose usage errors (bad option value, unknown flag) read like every other
+    failure: one ``error:`` line naming the option, a hint pointing at the command's ``--help``."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D401 - click's signature
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare group: show the help
+            click.echo(exc.ctx.get_help() if exc.ctx else "")
+            sys.exit(0)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "edgedistill"
+            print_error(exc.format_message(), f"see '{command} --help'")
+        except click.ClickException as exc:
+            print_error(exc.format_message())
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            print_error("interrupted", None, Interrupted.exit_code)
 
 
 def print_json(data: Any) -> None:

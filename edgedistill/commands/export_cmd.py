@@ -21,16 +21,18 @@ if TYPE_CHECKING:
 @click.option("--backend", "-b", help="tvm | tensorrt | onnxruntime  [default: the target's first backend]")
 @click.option("--out", "-o", help="Bundle directory.  [default: bundles/<run>-<target>-<backend>]")
 @click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which checkpoint of the run.")
-@click.option("--batch", type=int, default=1, show_default=True, help="Fixed batch size of the exported models.")
-@click.option("--image-size", type=int, help="Input height/width of the exported models.  [default: the training size]")
+@click.option("--batch-size", "--batch", "batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Fixed batch size of the exported models (--batch is an older spelling).")
+@click.option("--image-size", type=click.IntRange(min=1), help="Input height/width of the exported models.  [default: the training size]")
 @click.option("--dynamic-batch", is_flag=True, help="Export a dynamic batch dimension (ONNX only; compilers get --batch).")
-@click.option("--tune-trials", type=int, default=0, show_default=True, help="TVM MetaSchedule trial budget (0: no tuning). Tuning is cached.")
+@click.option("--tune-trials", type=click.IntRange(min=0), default=0, show_default=True,
+              help="TVM MetaSchedule trial budget (0: no tuning; tvm backend only). Tuning is cached.")
 @click.option("--tuning-dir", help="Tuning database cache.  [default: ~/.cache/edgedistill/tvm-tuning]")
 @click.option("--teacher-checkpoint", help="A trained standard-conv teacher for runs that have none (od, dml).")
-@click.option("--parity-samples", type=int, default=32, show_default=True, help="Real test images for the parity checks.")
-@click.option("--calibration-samples", type=int, default=256, show_default=True, help="Training images shipped for TensorRT INT8.")
+@click.option("--parity-samples", type=click.IntRange(min=1), default=32, show_default=True, help="Real test images for the parity checks.")
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=256, show_default=True, help="Training images shipped for TensorRT INT8.")
 @click.option("--data-dir", help="Dataset folder (for parity and calibration samples).")
-@click.option("--force", is_flag=True, help="Replace an existing bundle directory.")
+@click.option("--force", is_flag=True, help="Replace an existing bundle written by edgedistill export (never any other folder or file).")
 @json_option
 @friendly_errors
 def export_command(source: str, target: str, models: str, backend: str | None, out: str | None, which: str, batch: int,
@@ -82,12 +84,20 @@ def render_export_summary(summary: ExportSummary) -> None:
 
 
 @click.command("targets")
+@click.option("--show", metavar="NAME", help="Print the TOML file of a shipped target (a template for your own board).")
 @json_option
 @friendly_errors
-def targets_command(as_json: bool) -> None:
-    """The deployment targets --target accepts (add a board: write a TOML file, see targets/)."""
-    from edgedistill.export.targets import list_targets
+def targets_command(show: str | None, as_json: bool) -> None:
+    """The deployment targets --target accepts.
 
+    Add a board: 'edgedistill targets --show rpi4 > my-board.toml', edit it, then pass
+    '--target my-board.toml' to export and bench.
+    """
+    from edgedistill.export.targets import list_targets, target_toml
+
+    if show:
+        click.echo(target_toml(show), nl=False)
+        return
     targets = list_targets()
     if as_json:
         print_json([t.raw for t in targets])

@@ -17,8 +17,8 @@ when every step has succeeded.
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from deploy import BUNDLE_FORMAT
 from deploy.manifest import sha256_file
 from deploy.runners import OnnxRuntimeRunner
-from edgedistill.errors import EdgeDistillError, ToolchainError
+from edgedistill.errors import EdgeDistillError, Interrupted, ToolchainError, exception_line
 from edgedistill.export import onnx_export
 from edgedistill.export.bundle import directory_bytes, finish_bundle
 from edgedistill.export.parity import ParityReport, compare, require, run_batched
@@ -116,9 +117,43 @@ def bundle_precision(target: Target, backend: str) -> str:
     return (target.tensorrt or {}).get("precision", target.precision) if backend == "tensorrt" else "fp32"
 
 
-def _check_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise EdgeDistillError(f"{out} already exists", "choose another --out, or pass --force to replace it")
+def foreign_files(bundle: Path) -> list[str] | None:
+    """The files in ``bundle`` that edgedistill did not write, or None when it is not a bundle of ours.
+
+    A bundle of ours has our manifest.json, which lists every file export wrote; ``report/`` holds
+    what ``edgedistill bench`` wrote into it. Anything else is the user's.
+    """
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not str(manifest.get("format", "")).startswith(BUNDLE_FORMAT.split("/")[0] + "/"):
+        return None
+    ours = set(manifest.get("files") or {}) | {"manifest.json"}
+    return sorted(
+        rel for rel in (str(p.relative_to(bundle)) for p in bundle.rglob("*") if not p.is_dir())
+        if rel not in ours and not rel.startswith("report/")
+    )
+
+
+def _check_out_dir(out: Path, overwrite: bool, source: Path) -> None:
+    """Refuse, before any work, an --out that would lose a user's files or cannot be written."""
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise EdgeDistillError(f"{out} already exists", "choose another --out, or pass --force to replace a bundle of ours")
+        resolved = out.resolve()
+        if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents or resolved in source.resolve().parents \
+                or resolved == source.resolve():
+            raise EdgeDistillError(f"--out {out} is the current directory or holds the run being exported",
+                                   "--force replaces only a bundle directory; choose another --out")
+        foreign = foreign_files(out) if out.is_dir() and not out.is_symlink() else None
+        if foreign is None:
+            raise EdgeDistillError(f"{out} exists and is not an edgedistill bundle: --force will not replace it",
+                                   "--force replaces only a bundle directory written by 'edgedistill export'; choose another --out")
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise EdgeDistillError(f"bundle {out} holds files edgedistill did not write ({shown}): --force will not delete them",
+                                   "move them out of the bundle, or choose another --out")
     parent = out.resolve().parent
     while not parent.exists():
         parent = parent.parent
@@ -126,17 +161,32 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
         raise EdgeDistillError(f"cannot write the bundle: {parent} is not a writable directory", "choose another --out")
 
 
+def _check_options(options: ExportOptions, backend: str) -> None:
+    """Every numeric option, and every option that only one backend reads, before any work starts."""
+    for name, value, least in (("--batch-size", options.batch, 1), ("--parity-samples", options.parity_samples, 1),
+                               ("--calibration-samples", options.calibration_samples, 1), ("--tune-trials", options.tune_trials, 0)):
+        if value < least:
+            raise EdgeDistillError(f"{name} {value} is out of range", f"use {least} or more")
+    if options.image_size is not None and options.image_size < 1:
+        raise EdgeDistillError(f"--image-size {options.image_size} is out of range", "use 1 or more")
+    unknown = [m for m in options.models if m not in MODEL_ROLES]
+    if unknown:
+        raise EdgeDistillError(f"unknown model role {unknown[0]!r}", "use student, teacher or both")
+    if backend != "tvm":
+        for name, given in (("--tune-trials", options.tune_trials), ("--tuning-dir", options.tuning_dir)):
+            if given:
+                raise EdgeDistillError(f"{name} applies to the tvm backend only, not {backend}", "drop it, or pass --backend tvm")
+
+
 def _check_toolchain(target: Target, backend: str) -> None:
-    """Fail in a second, before any export, when a tool the backend needs is missing."""
+    """Fail in a second, before any export, when a tool the backend needs is missing or cannot link."""
     if backend == "tvm":
+        from edgedistill.export.tvm_backend import find_linker
         from edgedistill.export.tvm_import import import_tvm
+        from edgedistill.toolchains.cc import check_links_shared_library
 
         import_tvm()
-        if target.cross_compiler and not shutil.which(target.cross_compiler):
-            raise ToolchainError(
-                f"the cross compiler {target.cross_compiler} for {target.name} is not installed",
-                "apt-get install gcc-aarch64-linux-gnu (or export with --backend onnxruntime)",
-            )
+        check_links_shared_library(find_linker(target))
 
 
 def _check_input_shape(sources: dict[str, ModelSource], image_size: int | None) -> None:
@@ -156,7 +206,7 @@ def _check_input_shape(sources: dict[str, ModelSource], image_size: int | None) 
                 checkpoint.build()(torch.zeros(shape))
         except (RuntimeError, ValueError) as exc:
             raise EdgeDistillError(
-                f"input shape {shape} does not fit {checkpoint.spec.describe()}: {str(exc).splitlines()[0][:200]}",
+                f"input shape {shape} does not fit {checkpoint.spec.describe()}: {exception_line(exc, last=False)[:200]}",
                 f"use an --image-size the network accepts (it was trained at {trained_at})",
             ) from None
 
@@ -309,17 +359,20 @@ def _tensorrt_and_gpu_here() -> bool:
 
 def export_bundle(source: str | Path, options: ExportOptions, report: Report | None = None) -> ExportSummary:
     """Export the networks of a run directory (or checkpoint) into a bundle for ``options.target``."""
-    report = report or (lambda _m: None)
+    try:
+        return _export_bundle(source, options, report or (lambda _m: None))
+    except KeyboardInterrupt:
+        raise Interrupted("export interrupted", "nothing was written (the bundle is built in a temporary directory); "
+                                                "run the same command again") from None
+
+
+def _export_bundle(source: str | Path, options: ExportOptions, report: Report) -> ExportSummary:
     start = time.perf_counter()
-    if options.batch < 1:
-        raise EdgeDistillError(f"--batch {options.batch} is not a batch size", "use 1 or more")
-    unknown = [m for m in options.models if m not in MODEL_ROLES]
-    if unknown:
-        raise EdgeDistillError(f"unknown model role {unknown[0]!r}", "use student, teacher or both")
     target = load_target(options.target)
     backend = _choose_backend(target, options.backend)
+    _check_options(options, backend)
     out = Path(options.out) if options.out else default_bundle_dir(source, target, backend)
-    _check_out_dir(out, options.overwrite)
+    _check_out_dir(out, options.overwrite, Path(source))
     _check_toolchain(target, backend)
     sources = resolve_sources(source, options.models, options.which, options.teacher_checkpoint)
     _check_input_shape(sources, options.image_size)

@@ -67,8 +67,11 @@ def resolve_sources(
         run_dir = source.parent
     if teacher_checkpoint:
         given["teacher"] = load_model_checkpoint(resolve_checkpoint(teacher_checkpoint, "teacher", which))
-    if "student" in roles and "student" not in given and not (run_dir / f"student-{which}.pt").is_file() \
-            and (run_dir / f"teacher-{which}.pt").is_file():
+    missing = [role for role in roles if role not in given and not (run_dir / f"{role}-{which}.pt").is_file()]
+    if "student" in missing and (run_dir / "config.yaml").is_file() and not (run_dir / "summary.json").is_file():
+        raise CheckpointError(f"run {run_dir} is incomplete: its training stopped before it saved student-{which}.pt",
+                              f"finish it with 'edgedistill train --resume --out {run_dir}', then export")
+    if "student" in missing and (run_dir / f"teacher-{which}.pt").is_file():
         raise CheckpointError(f"{run_dir} trained only a standard-conv network", "export it with --model teacher")
     found: dict[str, ModelSource] = {}
     for role in roles:

@@ -47,6 +47,9 @@ _DETECTED = ("arch", "threads")
 _OPTIONAL = ("aliases", "detect", "cpu", "gpu", "tvm", "tensorrt", "software")
 _TABLES = ("cpu", "gpu", "tvm", "tensorrt", "software")
 _TVM_KEYS = ("target", "cross_compiler")
+# Hints name a command, not a repository path: a pip install has no targets/ folder.
+_EXAMPLE_HINT = "'edgedistill targets --show rpi4' prints a complete example"
+_GPU_EXAMPLE_HINT = "'edgedistill targets --show jetson-orin-nano' prints a GPU example"
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ def _check_keys(data: Mapping[str, Any], source: str) -> None:
     needed = _REQUIRED + (() if data.get("detect") else _DETECTED)
     missing = [key for key in needed if key not in data]
     if missing:
-        raise _fail(source, "missing " + ", ".join(f"'{k}'" for k in missing), "see targets/rpi4.toml for a complete example")
+        raise _fail(source, "missing " + ", ".join(f"'{k}'" for k in missing), _EXAMPLE_HINT)
     tvm = data.get("tvm", {})
     if not isinstance(tvm.get("target"), Mapping):
         raise _fail(source, "missing [tvm.target] table", 'add [tvm.target] with kind = "llvm", mtriple and mcpu')
@@ -172,9 +175,9 @@ def _check_tvm_target(target: Mapping[str, Any], device: str, arch: str, source:
         raise _fail(source, f"tvm.target.kind = {kind!r} is not supported", 'use "llvm" (CPU) or "cuda" (GPU)')
     if kind == "cuda":
         if device != "gpu" or not isinstance(cpu, Mapping) or "arch" not in target:
-            raise _fail(source, "a cuda TVM target needs device = \"gpu\", an arch and a [tvm.target.host]", "see targets/jetson-orin-nano.toml")
+            raise _fail(source, "a cuda TVM target needs device = \"gpu\", an arch and a [tvm.target.host]", _GPU_EXAMPLE_HINT)
     elif device == "gpu":
-        raise _fail(source, 'device = "gpu" needs a cuda TVM target', "see targets/jetson-orin-nano.toml")
+        raise _fail(source, 'device = "gpu" needs a cuda TVM target', _GPU_EXAMPLE_HINT)
     if cpu.get("kind") != "llvm" or not str(cpu.get("mtriple", "")).startswith(arch):
         raise _fail(source, f"the CPU TVM target must be llvm with an mtriple for {arch}", f'e.g. mtriple = "{CROSS_TRIPLES.get(arch, arch)}"')
     if "mcpu" not in cpu:
@@ -230,7 +233,7 @@ def _read_toml(text: str, source: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise _fail(source, f"not valid TOML ({exc})", "fix the syntax; see targets/rpi4.toml for an example") from None
+        raise _fail(source, f"not valid TOML ({exc})", "fix the syntax; " + _EXAMPLE_HINT) from None
 
 
 @functools.lru_cache(maxsize=1)
@@ -245,6 +248,17 @@ def _shipped() -> dict[str, Target]:
 def list_targets() -> list[Target]:
     """Every shipped target, sorted by name."""
     return [target for _, target in sorted(_shipped().items())]
+
+
+def target_toml(name: str) -> str:
+    """The TOML text of a shipped target (by name or alias), to copy when adding a board."""
+    target = load_target(name) if not _looks_like_path(name) else None
+    if target is None:
+        raise EdgeDistillError(f"--show takes a shipped target's name, not a path ({name})", "see edgedistill targets")
+    for entry in importlib.resources.files(PACKAGE).iterdir():
+        if entry.name == f"{target.name}.toml":
+            return entry.read_text("utf-8")
+    raise EdgeDistillError(f"the file of target {target.name} is missing from the installation", "reinstall edgedistill")
 
 
 def _looks_like_path(text: str) -> bool:
