@@ -23,8 +23,11 @@ PYTHON=${PYTHON:-python3}
 APT_PACKAGES="dataset-fashion-mnist g++ gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static debootstrap"
 if [[ "${SKIP_APT:-0}" != 1 ]] && command -v apt-get >/dev/null; then
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  echo "setup.sh: installing $APT_PACKAGES"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $APT_PACKAGES
+  # dpkg's per-file chatter goes to a log; errors still reach stderr.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $APT_PACKAGES >"${TMPDIR:-/tmp}/edgedistill-apt.log" \
+    || { tail -20 "${TMPDIR:-/tmp}/edgedistill-apt.log" >&2; exit 1; }
 else
   echo "setup.sh: not installing Debian packages ($APT_PACKAGES)." >&2
   echo "  Without dataset-fashion-mnist, train with --data-dir DIR (the four IDX files) or --download." >&2

@@ -15,11 +15,11 @@ def run_cli(args: Sequence[str], cwd: Path | None = None, input: str | None = No
     """``edgedistill ARGS`` in-process (in ``cwd`` when given), stdout and stderr kept apart."""
     runner = CliRunner()
     if cwd is None:
-        return runner.invoke(main, list(args), input=input)
+        return runner.invoke(main, list(args), input=input, prog_name="edgedistill")
     old = Path.cwd()
     os.chdir(cwd)
     try:
-        return runner.invoke(main, list(args), input=input)
+        return runner.invoke(main, list(args), input=input, prog_name="edgedistill")
     finally:
         os.chdir(old)
 
