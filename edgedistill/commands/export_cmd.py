@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 @click.option("--tune-trials", type=click.IntRange(min=0), default=0, show_default=True,
               help="TVM MetaSchedule trial budget (0: no tuning; tvm backend only). Tuning is cached.")
 @click.option("--tuning-dir", help="Tuning database cache.  [default: ~/.cache/edgedistill/tvm-tuning]")
+@click.option("--lowering", default="auto", show_default=True,
+              help="Form of the cheap layers in the exported graph: auto (time each form here, keep the fastest), "
+                   "trained (as trained), onehot (the shift as a one-hot depthwise conv), folded (each cheap layer "
+                   "folded into one dense conv). Every form is checked against PyTorch.")
 @click.option("--teacher-checkpoint", help="A trained standard-conv teacher for runs that have none (od, dml).")
 @click.option("--parity-samples", type=click.IntRange(min=1), default=32, show_default=True, help="Real test images for the parity checks.")
 @click.option("--calibration-samples", type=click.IntRange(min=1), default=256, show_default=True, help="Training images shipped for TensorRT INT8.")
@@ -37,7 +41,7 @@ if TYPE_CHECKING:
 @friendly_errors
 def export_command(source: str, target: str, models: str, backend: str | None, out: str | None, which: str, batch: int,
                    image_size: int | None, dynamic_batch: bool, tune_trials: int, tuning_dir: str | None, teacher_checkpoint: str | None,
-                   parity_samples: int, calibration_samples: int, data_dir: str | None, force: bool, as_json: bool) -> None:
+                   lowering: str, parity_samples: int, calibration_samples: int, data_dir: str | None, force: bool, as_json: bool) -> None:
     """Export a trained student (and its standard-conv teacher) into a deploy bundle for a target.
 
     SOURCE is a run directory of 'edgedistill train' (or one of its .pt files). Each model goes
@@ -51,7 +55,7 @@ def export_command(source: str, target: str, models: str, backend: str | None, o
         target=target, models=("student", "teacher") if models == "both" else (models,), backend=backend, out=out,
         which=which, batch=batch, image_size=image_size, dynamic_batch=dynamic_batch, tune_trials=tune_trials, tuning_dir=tuning_dir,
         parity_samples=parity_samples, calibration_samples=calibration_samples, data_dir=data_dir,
-        teacher_checkpoint=teacher_checkpoint, overwrite=force,
+        teacher_checkpoint=teacher_checkpoint, overwrite=force, lowering=lowering,
     )
     with status_reporter("exporting", echo=not as_json) as report:
         summary = export_bundle(source, options, report)
@@ -65,11 +69,12 @@ def render_export_summary(summary: ExportSummary) -> None:
     rows = []
     for m in summary.models:
         worst = max(p["max_abs_diff"] for p in m.parity)
-        rows.append((m.role, m.model, si(m.params), si(m.macs), pct(m.accuracy) if m.trained else "untrained",
+        macs = si(m.macs) if m.executed_macs == m.macs else f"{si(m.macs)} ({si(m.executed_macs)} run)"
+        rows.append((m.role, m.model, m.lowering, si(m.params), macs, pct(m.accuracy) if m.trained else "untrained",
                      mib(m.onnx_bytes), mib(m.compiled_bytes), f"{worst:.1e}", f"{m.seconds:.1f} s"))
     out_console.print(table(
         f"bundle {summary.bundle}: {summary.target}, {summary.backend}, {mib(summary.bundle_bytes)}, {summary.seconds:.0f} s",
-        ["model", "network", "params", "MACs", "test top-1", "ONNX", "compiled", "max |diff|", "time"],
+        ["model", "network", "form", "params", "MACs", "test top-1", "ONNX", "compiled", "max |diff|", "time"],
         rows, caption=f"parity checked on {summary.samples}",
     ))
     if len(summary.models) == 2:

@@ -17,8 +17,10 @@ when every step has succeeded.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,10 +30,12 @@ from typing import Any
 import numpy as np
 
 from deploy import BUNDLE_FORMAT
+from deploy.env import usable_cores
 from deploy.manifest import sha256_file
+from deploy.measure import MeasureConfig, interleaved
 from deploy.runners import OnnxRuntimeRunner
 from edgedistill.errors import EdgeDistillError, Interrupted, ToolchainError, exception_line
-from edgedistill.export import onnx_export
+from edgedistill.export import lowering, onnx_export
 from edgedistill.export.bundle import directory_bytes, finish_bundle
 from edgedistill.export.parity import ParityReport, compare, require, run_batched
 from edgedistill.export.samples import Samples, real_samples
@@ -64,6 +68,8 @@ class ExportOptions:
     data_dir: str | None = None
     teacher_checkpoint: str | None = None
     overwrite: bool = False
+    lowering: str = "auto"
+    """Form of the cheap layers in the exported graph (edgedistill.export.lowering), or auto: the fastest measured."""
 
 
 @dataclass
@@ -74,6 +80,9 @@ class ModelResult:
     accuracy: float | None
     params: int
     macs: int
+    executed_macs: int
+    """MACs the exported form really executes (a one-hot depthwise conv executes K² per output)."""
+    lowering: str
     onnx_bytes: int
     compiled_bytes: int | None
     parity: list[dict[str, Any]] = field(default_factory=list)
@@ -167,6 +176,8 @@ def _check_options(options: ExportOptions, backend: str) -> None:
                                ("--calibration-samples", options.calibration_samples, 1), ("--tune-trials", options.tune_trials, 0)):
         if value < least:
             raise EdgeDistillError(f"{name} {value} is out of range", f"use {least} or more")
+    if options.lowering != lowering.AUTO:
+        lowering.get_lowering(options.lowering)
     if options.image_size is not None and options.image_size < 1:
         raise EdgeDistillError(f"--image-size {options.image_size} is out of range", "use 1 or more")
     unknown = [m for m in options.models if m not in MODEL_ROLES]
@@ -235,19 +246,21 @@ class BundleBuilder:
         shape = (self.options.batch, *checkpoint.input_shape)
         data = checkpoint.data
         onnx_path = self.root / "models" / f"{role}.onnx"
-        self.report(f"{role}: exporting {checkpoint.spec.describe()} to ONNX (opset {self.target.onnx_opset})")
         metadata = {
             "role": role, "model": checkpoint.spec.to_dict(), "class_names": list(data["class_names"]),
             "mean": list(data["mean"]), "std": list(data["std"]), "input_layout": "NCHW", "dataset": data["name"],
         }
-        exported = onnx_export.export_onnx(model, shape, onnx_path, opset=self.target.onnx_opset,
-                                           dynamic_batch=self.options.dynamic_batch, metadata=metadata)
-        self.report(f"{role}: checking onnxruntime against PyTorch on {samples.source}")
         reference = self._torch_outputs(model, samples.inputs)
+        choice = self._choose_lowering(role, model, checkpoint.spec.to_dict(), shape, samples, reference)
+        self.report(f"{role}: exporting {checkpoint.spec.describe()} to ONNX (opset {self.target.onnx_opset}, {choice.form} form)")
+        exported = onnx_export.export_onnx(choice.model, shape, onnx_path, opset=self.target.onnx_opset,
+                                           dynamic_batch=self.options.dynamic_batch, metadata={**metadata, "lowering": choice.form})
+        self.report(f"{role}: checking onnxruntime against PyTorch on {samples.source}")
         ort_out = run_batched(OnnxRuntimeRunner(onnx_path, threads=1).run, samples.inputs, self.options.batch)
         parity = [require(compare(reference, ort_out, ("pytorch", "onnxruntime")))]
         artifacts, compiled = self._compile(role, onnx_path, shape, ort_out, samples, parity)
         cost = complexity(model, (1, *checkpoint.input_shape))
+        executed = complexity(choice.model, (1, *checkpoint.input_shape)).macs
         accuracy = checkpoint.metrics.get("test_top1") if source.trained else None
         entry = {
             "onnx": f"models/{role}.onnx",
@@ -256,7 +269,8 @@ class BundleBuilder:
             "accuracy": {"val_top1": checkpoint.metrics.get("val_top1"), "test_top1": accuracy} if source.trained else None,
             "trained": source.trained,
             "note": source.note or None,
-            "params": cost.params, "macs": cost.macs,
+            "params": cost.params, "macs": cost.macs, "executed_macs": executed,
+            "lowering": choice.manifest(),
             "arch": checkpoint.spec.arch,
             "cheap": checkpoint.spec.cheap.to_dict() if checkpoint.spec.cheap else None,
             "model": checkpoint.spec.describe(),
@@ -267,10 +281,63 @@ class BundleBuilder:
         if source.note:
             self.notes.append(f"{role}: {source.note}")
         result = ModelResult(
-            role, checkpoint.spec.describe(), source.trained, accuracy, cost.params, cost.macs,
+            role, checkpoint.spec.describe(), source.trained, accuracy, cost.params, cost.macs, executed, choice.form,
             onnx_path.stat().st_size, compiled, [p.to_dict() for p in parity], time.perf_counter() - start,
         )
         return result, entry
+
+    def _choose_lowering(self, role: str, model: Any, spec: dict[str, Any], shape: tuple[int, ...], samples: Samples,
+                         reference: np.ndarray) -> lowering.LoweringChoice:
+        """The requested form, or (auto) each candidate form exported, checked against the trained
+        network and timed interleaved with onnxruntime on this machine; the fastest ships."""
+        requested = self.options.lowering
+        if requested != lowering.AUTO:
+            return lowering.fixed_choice(model, requested, "requested")
+        forms = lowering.candidate_forms(model)
+        if len(forms) == 1:
+            return lowering.fixed_choice(model, forms[0], "the only form")
+        can_run, why = host_can_run(self.target)
+        if not can_run:
+            return lowering.unmeasured_choice(model, f"{why}; no board to time it on")
+        threads = min(self.target.threads, usable_cores())
+        facts = {"model": spec, "shape": shape, "target": self.target.raw, "threads": threads, "forms": forms,
+                 "onnxruntime": onnxruntime_version(), "opset": self.target.onnx_opset}
+        key = lowering.cache_key(**facts)
+        cached = lowering.cached_choice(key)
+        if cached:
+            choice = lowering.fixed_choice(model, str(cached["form"]), f"cached: {cached['how']}, {cached['measured']}")
+            choice.median_ms = dict(cached.get("median_ms") or {})
+            return choice
+        chosen = self._time_forms(role, model, forms, shape, samples, reference, threads)
+        if chosen.median_ms:
+            lowering.remember_choice(key, chosen, facts)
+        return chosen
+
+    def _time_forms(self, role: str, model: Any, forms: list[str], shape: tuple[int, ...], samples: Samples,
+                    reference: np.ndarray, threads: int) -> lowering.LoweringChoice:
+        runners, choices = {}, {}
+        with tempfile.TemporaryDirectory(prefix=f".{role}-lowering-", dir=self.root) as tmp:
+            for form in forms:
+                choice = lowering.fixed_choice(model, form, "")
+                self.report(f"{role}: trying the {form} form")
+                path = onnx_export.export_onnx(choice.model, shape, Path(tmp) / f"{form}.onnx", opset=self.target.onnx_opset).path
+                outputs = run_batched(OnnxRuntimeRunner(path, threads=1).run, samples.inputs, self.options.batch)
+                check = compare(reference, outputs, ("pytorch", f"onnxruntime ({form} form)"))
+                if not check.passed:
+                    self.notes.append(f"{role}: the {form} form failed parity ({check.max_abs_diff:.1e}) and was not considered")
+                    continue
+                runners[form], choices[form] = OnnxRuntimeRunner(path, threads=threads), choice
+            x = samples.inputs[: self.options.batch]
+            self.report(f"{role}: timing {', '.join(runners)} with onnxruntime ({threads} threads)")
+            stats = interleaved({form: functools.partial(r.run, x) for form, r in runners.items()}, MeasureConfig.quick())
+        medians = {form: s.median_ms for form, s in stats.items()}
+        if not medians:  # not even the trained form passed: let the parity gate below say so
+            return lowering.fixed_choice(model, "trained", "every form failed parity")
+        best = min(medians, key=medians.__getitem__)
+        chosen = choices[best]
+        chosen.how = f"measured on this machine with onnxruntime, {threads} threads"
+        chosen.median_ms = medians
+        return chosen
 
     @staticmethod
     def _torch_outputs(model: Any, inputs: np.ndarray) -> np.ndarray:
@@ -341,6 +408,12 @@ class BundleBuilder:
         path.parent.mkdir()
         np.save(path, samples.inputs)
         return samples.source
+
+
+def onnxruntime_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 def _tensorrt_and_gpu_here() -> bool:

@@ -36,6 +36,7 @@ import onnx
 
 from edgedistill.errors import ToolchainError
 from edgedistill.utils.atomic import atomic_directory, write_json_atomic
+from edgedistill.utils.cache import cache_dir
 
 META_FILE = "edgedistill-tuning.json"
 # Only tasks with these in their name are tuned. The rest (pad/slice/concat of a
@@ -56,8 +57,7 @@ class TuningResult:
 
 
 def default_tuning_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "edgedistill" / "tvm-tuning"
+    return cache_dir("tvm-tuning")
 
 
 def graph_hash(model: onnx.ModelProto, input_shape: Sequence[int]) -> str:

@@ -1,0 +1,211 @@
+"""Equivalent forms of the cheap layers for deployment ("lowerings"), chosen per network.
+
+A cheap layer is trained as a spatial op followed by a 1×1 conv (:class:`_SpatialThenPointwise`).
+What is fastest on a device is another matter, so export can rewrite each cheap layer into an
+equivalent form before ONNX export:
+
+* ``trained`` — as trained: the shift is Pad + K² Slice + Concat, group/depthwise are grouped convs;
+* ``onehot`` — the shift as one depthwise Conv with fixed one-hot K×K weights (one standard ONNX op
+  on the runtime's depthwise kernel instead of K² copies; it executes K² MACs per output that the
+  architecture's count calls free). Group and depthwise layers stay as trained;
+* ``folded`` — spatial op and 1×1 conv folded into one dense K×K conv (exact: both are linear and
+  nothing lies between them), which costs what the teacher's layer costs and so bounds the
+  student's latency by its teacher's on any backend.
+
+Every form computes the same function; export checks each against the trained network before it
+can ship. ``auto`` times the candidates on the target and keeps the fastest; the choice is cached
+per (architecture, input shape, target, runtime version) in ``~/.cache/edgedistill/lowering``, since
+latency does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgedistill.cheap.modules import Shift, _one_hot_kernel, _SpatialThenPointwise
+from edgedistill.utils.atomic import write_json_atomic
+from edgedistill.utils.cache import cache_dir
+from edgedistill.utils.names import unknown_name
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Lowering:
+    name: str
+    description: str
+    rewrite: Callable[[_SpatialThenPointwise], nn.Module | None]
+    """The replacement of one cheap layer, or None to keep it as trained."""
+
+
+LOWERINGS: dict[str, Lowering] = {}
+
+
+def register(name: str, description: str) -> Callable[[Callable[[_SpatialThenPointwise], nn.Module | None]], Lowering]:
+    def decorator(rewrite: Callable[[_SpatialThenPointwise], nn.Module | None]) -> Lowering:
+        if name in LOWERINGS or name == AUTO:
+            raise ValueError(f"lowering {name!r} registered twice")
+        LOWERINGS[name] = Lowering(name, description, rewrite)
+        return LOWERINGS[name]
+
+    return decorator
+
+
+def lowering_names() -> list[str]:
+    return list(LOWERINGS)
+
+
+def get_lowering(name: str) -> Lowering:
+    if name not in LOWERINGS:
+        raise unknown_name("lowering", name, [*LOWERINGS, AUTO])
+    return LOWERINGS[name]
+
+
+def _shift_kernel(shift: Shift, like: torch.Tensor) -> torch.Tensor:
+    """The (C, 1, K, K) one-hot depthwise weights that compute ``shift`` (contiguous NCHW)."""
+    kernel = _one_hot_kernel(shift.channels, shift.kernel_size, False, torch.device("cpu"), torch.float32)
+    return kernel.to(dtype=like.dtype, device=like.device).contiguous()
+
+
+def _spatial_kernel(layer: _SpatialThenPointwise) -> tuple[torch.Tensor, nn.Conv2d | None]:
+    """The spatial op as a dense (C, C, K, K) kernel, and the conv whose geometry it keeps
+    (None for a shift: stride 1, zero padding K//2)."""
+    pointwise = layer.pointwise.weight
+    spatial = layer.spatial
+    if isinstance(spatial, Shift):
+        kernel = _shift_kernel(spatial, pointwise)
+        conv = None
+    elif isinstance(spatial, nn.Conv2d):
+        kernel, conv = spatial.weight, spatial
+    else:
+        raise TypeError(f"no dense form for spatial op {type(spatial).__name__}")
+    channels, per_group = kernel.shape[0], kernel.shape[1]
+    groups = channels // per_group
+    dense = kernel.new_zeros(channels, channels, *kernel.shape[2:])
+    for g in range(groups):  # block-diagonal: output channel m reads only its group's inputs
+        rows = slice(g * per_group, (g + 1) * per_group)
+        dense[rows, rows] = kernel[rows]
+    return dense, conv
+
+
+@register("trained", "as trained: spatial op (shift = Pad/Slice/Concat, grouped conv) then 1×1 conv")
+def _as_trained(_layer: _SpatialThenPointwise) -> None:
+    return None
+
+
+@register("onehot", "the shift as one depthwise conv with fixed one-hot weights; group/depthwise as trained")
+def _shift_as_depthwise(layer: _SpatialThenPointwise) -> nn.Module | None:
+    shift = layer.spatial
+    if not isinstance(shift, Shift) or shift.channels < shift.kernel_size**2:
+        return None
+    k = shift.kernel_size
+    depthwise = nn.Conv2d(shift.channels, shift.channels, k, padding=k // 2, groups=shift.channels, bias=False)
+    with torch.no_grad():
+        depthwise.weight.copy_(_shift_kernel(shift, layer.pointwise.weight))
+    depthwise.weight.requires_grad_(False)
+    return nn.Sequential(depthwise, copy.deepcopy(layer.pointwise))
+
+
+@register("folded", "spatial op and 1×1 conv folded into one dense K×K conv (the teacher's cost)")
+def _fold(layer: _SpatialThenPointwise) -> nn.Module:
+    pointwise = layer.pointwise
+    dense, spatial = _spatial_kernel(layer)
+    k = dense.shape[-1]
+    if spatial is None:  # shift: zero padding K//2, stride on the 1×1 conv
+        geometry = {"stride": pointwise.stride, "padding": k // 2, "dilation": 1, "padding_mode": "zeros"}
+    else:  # the spatial conv subsamples; the 1×1 conv has stride 1
+        geometry = {"stride": tuple(a * b for a, b in zip(spatial.stride, pointwise.stride)), "padding": spatial.padding,
+                    "dilation": spatial.dilation, "padding_mode": spatial.padding_mode}
+    conv = nn.Conv2d(pointwise.in_channels, pointwise.out_channels, k, bias=pointwise.bias is not None, **geometry)
+    with torch.no_grad():
+        conv.weight.copy_(torch.einsum("om,mckl->ockl", pointwise.weight[:, :, 0, 0], dense))
+        if pointwise.bias is not None:
+            conv.bias.copy_(pointwise.bias)
+    return conv
+
+
+def lower(model: nn.Module, name: str) -> tuple[nn.Module, int]:
+    """A copy of ``model`` with every cheap layer in form ``name``, and how many layers changed."""
+    form = get_lowering(name)
+    lowered = copy.deepcopy(model)
+    replaced = 0
+    for parent in list(lowered.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, _SpatialThenPointwise):
+                replacement = form.rewrite(child)
+                if replacement is not None:
+                    setattr(parent, child_name, replacement)
+                    replaced += 1
+    return lowered.eval(), replaced
+
+
+def candidate_forms(model: nn.Module) -> list[str]:
+    """The forms that change ``model`` (plus ``trained``): a standard-conv teacher has only ``trained``."""
+    names = ["trained"]
+    for name in LOWERINGS:
+        if name != "trained" and lower(model, name)[1]:
+            names.append(name)
+    return names
+
+
+# Where the target cannot be reached to time the candidates: one op on the runtime's depthwise
+# kernel beat the shift's K² copies on every runtime measured so far (DESIGN.md, 2026-12); the
+# other cheap kinds stay as trained until a board says otherwise.
+UNMEASURED_DEFAULT = "onehot"
+
+
+@dataclass
+class LoweringChoice:
+    """The form a network ships in, and why."""
+
+    form: str
+    model: nn.Module
+    layers: int
+    """Cheap layers rewritten."""
+    how: str
+    """"requested", "measured on this machine with onnxruntime", "not measured: ...", "cached ..."."""
+    median_ms: dict[str, float]
+    """Median latency of each candidate form that was timed."""
+
+    def manifest(self) -> dict[str, object]:
+        return {"form": self.form, "layers": self.layers, "how": self.how,
+                "candidates_median_ms": {k: round(v, 4) for k, v in self.median_ms.items()}}
+
+
+def fixed_choice(model: nn.Module, form: str, how: str) -> LoweringChoice:
+    lowered, layers = lower(model, form)
+    return LoweringChoice(form, lowered, layers, how, {})
+
+
+def unmeasured_choice(model: nn.Module, why: str) -> LoweringChoice:
+    form = UNMEASURED_DEFAULT if UNMEASURED_DEFAULT in candidate_forms(model) else "trained"
+    return fixed_choice(model, form, f"not measured ({why}): {form}, the form measured best on CPUs so far")
+
+
+def cache_key(**facts: object) -> str:
+    """A stable name for what a measured choice depends on (architecture, shape, target, runtime)."""
+    text = json.dumps(facts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def cached_choice(key: str) -> dict[str, object] | None:
+    """A choice measured earlier for the same key, if its file is intact."""
+    try:
+        found = json.loads((cache_dir("lowering") / f"{key}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) and found.get("form") in LOWERINGS else None
+
+
+def remember_choice(key: str, choice: LoweringChoice, facts: dict[str, object]) -> None:
+    write_json_atomic(cache_dir("lowering") / f"{key}.json",
+                      {"form": choice.form, "how": choice.how, "median_ms": choice.median_ms, "facts": facts,
+                       "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
