@@ -202,11 +202,19 @@ def board_info() -> dict[str, Any]:
     """The bench schema's environment record of this board, sent to the host with timings.
 
     Threads are TVM's (``TVM_NUM_THREADS``, else the usable cores); ``emulated``
-    is true under the qemu board, whose timings mean nothing.
+    is true under the qemu board, whose timings mean nothing. ``machine`` (the CPU
+    architecture) and ``cpu_flags`` let the host check a bundle's target before it
+    uploads anything; the flags are left out under emulation, where /proc/cpuinfo
+    describes the host's CPU, not the board's.
     """
     from deploy.env import environment_record, usable_cores
+    from deploy.manifest import cpu_flags
 
-    return environment_record(int(os.environ.get("TVM_NUM_THREADS") or usable_cores()))
+    record = environment_record(int(os.environ.get("TVM_NUM_THREADS") or usable_cores()))
+    flags = None if record.get("emulated") else cpu_flags()
+    if flags is not None:
+        record["cpu_flags"] = sorted(flags)
+    return record
 
 
 def _session_main(fd: int, workdir: str) -> None:

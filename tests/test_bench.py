@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -12,9 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cli_helpers import assert_one_error, files_under, run_cli
 from edgedistill.bench import rpc
 from edgedistill.cli import main
 from edgedistill.export.pipeline import ExportOptions, export_bundle
+from test_rpc import start_foreign_board
 from toolchain_support import need_cross_compiler
 
 QUICK = ["--runs", "20", "--min-time", "0.05", "--repeats", "2", "--warmup-runs", "2", "--warmup-time", "0.01", "--threads", "1"]
@@ -57,8 +60,11 @@ def test_every_local_backend_student_vs_teacher(bundle: Path, tmp_path: Path) ->
     assert set(comparisons) == {"pytorch", "onnxruntime", "tvm"}
     for c in comparisons.values():
         assert c["speedup"] > 0 and c["macs_ratio"] > 1 and c["speedup_vs_macs"] == pytest.approx(c["speedup"] / c["macs_ratio"])
+    (report_dir,) = [p for p in (tmp_path / "r").iterdir() if p.is_dir() and not p.is_symlink()]
+    assert os.readlink(tmp_path / "r" / "latest") == report_dir.name  # one directory per run, latest points at it
     for name in ("report.json", "report.md", "accuracy-latency.png"):
-        assert (tmp_path / "r" / name).stat().st_size > 0
+        assert (report_dir / name).stat().st_size > 0
+        assert (tmp_path / "r" / name).resolve() == (report_dir / name).resolve()  # the old paths follow latest
     text = (tmp_path / "r" / "report.md").read_text()
     assert "| where | backend |" in text
     tvm_rows = [r for d in report["documents"] for r in d["results"] if r["backend"] == "tvm"]
@@ -108,6 +114,16 @@ def test_bench_through_an_rpc_board(bundle: Path, tracker: rpc.TrackerProcess, t
     assert "time evaluator" in (tmp_path / "r" / "report.md").read_text()
 
 
+def test_a_board_of_another_architecture_gets_nothing(bundle: Path, tracker: rpc.TrackerProcess, tmp_path: Path) -> None:
+    """An x86 host bundle and a board registered as rpi4 that is arm64: one error naming both, before any upload."""
+    address = f"{tracker.address[0]}:{tracker.address[1]}"
+    with start_foreign_board(tracker.address, "rpi4", lifetime_s=300):
+        result = run_cli(["bench", str(bundle), "--rpc-tracker", address, "--rpc-key", "rpi4", *QUICK[:-2],
+                          "--out", str(tmp_path / "r"), "--no-plot"])
+    assert_one_error(result, "aarch64", "x86_64", "'host'", "nothing was uploaded")
+    assert not (tmp_path / "r").exists()
+
+
 def test_rpc_failures_are_clear_and_bounded(bundle: Path, tracker: rpc.TrackerProcess) -> None:
     start = time.monotonic()
     code, output = _bench(str(bundle), "--rpc-tracker", "127.0.0.1:1", "--rpc-key", "rpi4", "--no-plot")
@@ -127,6 +143,26 @@ def test_tampered_bundle_is_refused(bundle: Path, tmp_path: Path) -> None:
         handle.write(b"\0")
     code, output = _bench(str(copy), "--no-plot")
     assert code == 2 and "student.onnx" in output
+
+
+def test_a_bundle_that_lost_its_manifest_says_so(bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy, ignore=shutil.ignore_patterns("report"))
+    (copy / "manifest.json").unlink()
+    before = files_under(tmp_path)
+    error = assert_one_error(run_cli(["bench", str(copy), "--no-plot"]), "manifest.json is missing", "re-export")
+    assert "student-best.pt" not in error
+    assert files_under(tmp_path) == before
+
+
+def test_an_unwritable_out_fails_before_measuring(bundle: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    start = time.monotonic()
+    assert_one_error(run_cli(["bench", str(bundle), "--out", str(blocker / "r")]), "cannot write the report", "nothing was measured")
+    assert time.monotonic() - start < 10  # no measuring first
 
 
 def test_bundle_for_another_target_is_refused(run_dir: Path, tmp_path: Path) -> None:

@@ -275,3 +275,98 @@ def test_tracker_process_exits_when_its_parent_closes_stdin() -> None:
         assert tracker.proc.wait(15) == 0
     finally:
         tracker.stop()
+
+
+# --- the board's architecture is checked before anything is uploaded ---------------------------
+
+HOST_TARGET = {"name": "host", "arch": platform.machine(), "tvm": {"target": {"kind": "llvm", "mtriple": "x86_64-linux-gnu"}}}
+PI_TARGET = {"name": "rpi4", "arch": "aarch64", "tvm": {"target": {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}}}
+
+# deploy.rpc_server on this host, but telling the world it is an arm64 board (as a Pi would)
+_FOREIGN = ("import platform, runpy, sys; platform.machine = lambda: 'aarch64'; "
+            "sys.argv = ['deploy.rpc_server', *sys.argv[3:]]; runpy.run_module('deploy.rpc_server', run_name='__main__')")
+
+
+def start_foreign_board(tracker_address: tuple[str, int], key: str, lifetime_s: float = LIFETIME_S) -> rpc.ServerProcess:
+    """A board server on 127.0.0.1 that reports machine 'aarch64' (a board registered as rpi4)."""
+    return rpc.start_server(tracker_address, key, python=(sys.executable, "-c", _FOREIGN), lifetime_s=lifetime_s)
+
+
+@pytest.fixture(scope="module")
+def foreign_board(tracker: rpc.TrackerProcess) -> Iterator[rpc.ServerProcess]:
+    with start_foreign_board(tracker.address, "rpi4") as server:
+        yield server
+
+
+def test_board_reports_its_architecture_and_cpu_flags(tracker, boards) -> None:
+    with rpc.request_board(tracker.address, KEY, wait_s=30) as board:
+        machine, flags = board.architecture()
+        rpc.check_board_target(board, HOST_TARGET)  # this host's bundle on this host's board: fine
+    assert machine == platform.machine() and flags  # x86: /proc/cpuinfo "flags"
+
+
+def test_a_board_of_another_architecture_is_refused_before_upload(tracker, foreign_board, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from deploy.measure import MeasureConfig
+    from edgedistill.bench.remote import bench_remote
+
+    uploads: list[object] = []
+    monkeypatch.setattr(rpc.Board, "load", lambda self, path, device="cpu": uploads.append(path))
+    bundle = SimpleNamespace(manifest={"target": HOST_TARGET}, input_shape=(1, 3, 8, 8), input_dtype="float32",
+                             artifact_path=lambda *a: Path("never.so"))
+    address = f"{tracker.address[0]}:{tracker.address[1]}"
+    with pytest.raises(rpc.RPCError) as err:
+        bench_remote(bundle, address, "rpi4", ["student"], MeasureConfig.quick(), wait_s=30)
+    text = str(err.value)
+    assert "is aarch64" in text and "'host' (x86_64)" in text and "nothing was uploaded" in text and "--force" in text
+    assert uploads == []
+    with rpc.request_board(tracker.address, "rpi4", wait_s=30) as board:  # the board was freed, and a Pi bundle would go
+        rpc.check_board_target(board, PI_TARGET)
+
+
+class _FakeSession:
+    """A board session that answers only the functions it is given (a stock TVM server has no board_info)."""
+
+    def __init__(self, functions: dict[str, object]) -> None:
+        self.functions = functions
+        self.uploaded: list[str] = []
+
+    def get_function(self, name: str):
+        if name not in self.functions:
+            raise AttributeError(f"function {name} not found on the remote")
+        return lambda: self.functions[name]
+
+    def upload(self, path: str) -> None:
+        self.uploaded.append(path)
+
+
+def _fake_board(functions: dict[str, object]) -> rpc.Board:
+    return rpc.Board(session=_FakeSession(functions), key="rpi4", address=("127.0.0.1", 9091))
+
+
+def test_a_stock_server_is_asked_for_its_llvm_triple() -> None:
+    board = _fake_board({"target.llvm_get_system_triple": "aarch64-unknown-linux-gnu"})
+    assert board.architecture() == ("aarch64", None)
+    rpc.check_board_target(board, PI_TARGET)
+    with pytest.raises(rpc.RPCError, match=r"is aarch64, but the bundle was compiled for target 'host' \(x86_64\)"):
+        rpc.check_board_target(board, HOST_TARGET)
+
+
+def test_a_board_that_does_not_say_what_it_is_is_refused() -> None:
+    board = _fake_board({})
+    with pytest.raises(rpc.RPCError, match="does not report its CPU architecture") as err:
+        rpc.check_board_target(board, PI_TARGET)
+    assert "deploy.rpc_server" in str(err.value) and "--force" in str(err.value)
+    assert board.session.uploaded == []
+
+
+def test_a_board_without_the_targets_cpu_features_is_refused() -> None:
+    import json
+
+    info = json.dumps({"machine": "x86_64", "cpu_flags": ["sse2", "avx", "avx2"], "emulated": False})
+    board = _fake_board({rpc.wire.BOARD_INFO_FUNC: info})
+    avx512 = {"name": "x86-avx512", "arch": "x86_64", "tvm": {"target": {"kind": "llvm", "mattr": ["+avx512f"]}}}
+    with pytest.raises(rpc.RPCError, match="lacks the CPU features avx512f"):
+        rpc.check_board_target(board, avx512)
+    rpc.check_board_target(board, {**avx512, "tvm": {"target": {"kind": "llvm", "mattr": ["+avx2"]}}})

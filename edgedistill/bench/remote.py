@@ -20,7 +20,7 @@ from deploy.bench import check_output, make_input, result_entry
 from deploy.manifest import Bundle
 from deploy.measure import MeasureConfig, summarize
 from deploy.runners import OnnxRuntimeRunner
-from edgedistill.bench.rpc import RemoteModel, request_board
+from edgedistill.bench.rpc import RemoteModel, check_board_target, request_board
 from edgedistill.export.parity import compare, require
 
 SAMPLES_PER_ROUND = 20
@@ -51,11 +51,18 @@ def _timed_rounds(models: dict[str, RemoteModel], x: np.ndarray, config: Measure
 
 
 def bench_remote(
-    bundle: Bundle, tracker: str, key: str, models: list[str], config: MeasureConfig, wait_s: float = 60.0
+    bundle: Bundle, tracker: str, key: str, models: list[str], config: MeasureConfig, wait_s: float = 60.0,
+    check_board: bool = True,
 ) -> dict[str, Any]:
-    """Run and time ``models`` of ``bundle`` (its TVM libraries) on a board of ``key``."""
+    """Run and time ``models`` of ``bundle`` (its TVM libraries) on a board of ``key``.
+
+    The board's CPU architecture (and features) is checked against the bundle's target
+    before anything is uploaded, unless ``check_board`` is off (``--force``).
+    """
     x = make_input(bundle.input_shape, bundle.input_dtype)
     with request_board(tracker, key, wait_s=wait_s) as board:
+        if check_board:
+            check_board_target(board, bundle.manifest.get("target") or {})
         remote: dict[str, RemoteModel] = {}
         parity = {}
         for name in models:
@@ -64,7 +71,8 @@ def bench_remote(
             reference = OnnxRuntimeRunner(bundle.onnx_path(name), threads=1).run(x)
             parity[name] = require(compare(reference, out, ("onnxruntime (host)", f"tvm on board '{key}'"))).to_dict()
         stats = _timed_rounds(remote, x, config)
-        environment = {**board.info(), "rpc": {"tracker": tracker, "key": key, "board": f"{board.address[0]}:{board.address[1]}"}}
+        info = {k: v for k, v in board.info().items() if k != "cpu_flags"}  # the check's, not the report's
+        environment = {**info, "rpc": {"tracker": tracker, "key": key, "board": f"{board.address[0]}:{board.address[1]}"}}
     results = []
     for name in models:
         entry = bundle.model(name)

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +41,7 @@ import numpy as np
 import deploy
 import edgedistill
 from deploy import rpc_server as wire
+from deploy.manifest import normalise_arch, required_cpu_flags, target_arch
 from edgedistill.errors import EdgeDistillError, ToolchainError
 from edgedistill.utils.names import suggest
 
@@ -351,6 +352,22 @@ class Board:
                 self._info = {}
         return self._info
 
+    def architecture(self) -> tuple[str | None, set[str] | None]:
+        """The board's CPU architecture (``x86_64``, ``aarch64``, ...) and CPU flags, as far as it says.
+
+        ``deploy.rpc_server`` reports both; a stock TVM server with the compiler library is asked
+        for its LLVM triple; (None, None) when the board cannot tell.
+        """
+        info = self.info()
+        machine = info.get("machine")
+        if not machine and self.session is not None:
+            try:
+                machine = str(self.session.get_function("target.llvm_get_system_triple")()).split("-", 1)[0]
+            except Exception:  # a runtime-only server has no such function
+                machine = None
+        flags = info.get("cpu_flags")
+        return (normalise_arch(machine) if machine else None), (set(flags) if isinstance(flags, list) else None)
+
     def close(self) -> None:
         """Drop every remote handle so the session ends and the board is free again.
 
@@ -368,6 +385,38 @@ class Board:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_board_target(board: Board, target: Mapping[str, Any]) -> None:
+    """Refuse, before anything is uploaded, a board whose CPU cannot run code built for ``target``
+    (a bundle manifest's ``target``): another architecture, missing CPU features, or a board that
+    does not say what it is."""
+    name = target.get("name", "?")
+    wanted = target_arch(target)
+    if wanted is None:  # the target states no CPU architecture: nothing to check against
+        return
+    machine, flags = board.architecture()
+    label = f"board {board.address[0]}:{board.address[1]} (key '{board.key}')"
+    force = "--force uploads anyway"
+    if machine is None:
+        raise RPCError(
+            f"{label} does not report its CPU architecture, so it cannot be checked against the bundle's target "
+            f"'{name}' ({wanted}); nothing was uploaded",
+            f"serve the board with 'python3 -m deploy.rpc_server' from the bundle (it reports its architecture), or {force}",
+        )
+    if machine != wanted:
+        raise RPCError(
+            f"{label} is {machine}, but the bundle was compiled for target '{name}' ({wanted}); nothing was uploaded",
+            f"export the bundle for a {machine} target ('edgedistill targets' lists them) or pass the key of a "
+            f"{wanted} board; {force}",
+        )
+    missing = [flag for flag in required_cpu_flags(target) if flags and flag not in flags]
+    if missing and not board.info().get("emulated"):
+        raise RPCError(
+            f"{label} ({machine}) lacks the CPU features {', '.join(missing)} that target '{name}' code uses; "
+            "nothing was uploaded",
+            f"export for a target that matches that board's CPU, or {force}",
+        )
 
 
 # --- child processes: a tracker, a board's server ---------------------------------

@@ -49,6 +49,41 @@ def is_bundle(path: Path) -> bool:
     return (path / "manifest.json").is_file()
 
 
+BUNDLE_PARTS = ("models", "deploy")
+"""Directories every bundle has and a run directory never has."""
+
+
+def check_not_broken_bundle(path: Path) -> None:
+    """A directory that looks like a bundle (models/ or deploy/) but has lost its manifest.json."""
+    if path.is_dir() and not (path / "manifest.json").exists() and any((path / part).is_dir() for part in BUNDLE_PARTS):
+        found = ", ".join(f"{part}/" for part in BUNDLE_PARTS if (path / part).is_dir())
+        raise EdgeDistillError(
+            f"{path} looks like a bundle (it has {found}) but its manifest.json is missing",
+            "a bundle cannot be checked or run without its manifest: re-export it "
+            "('edgedistill export RUN_DIR --target TARGET --out NEW_DIR'), or copy the whole bundle again",
+        )
+
+
+def _run_bundle_dir(run_dir: Path, target_name: str) -> tuple[Path, Any, str]:
+    target = load_target(target_name)
+    backend = "tvm" if "tvm" in target.backends else target.default_backend
+    return run_dir / "bundles" / f"{target.name}-{backend}", target, backend
+
+
+def default_report_dir(source: str | None, options: BenchOptions) -> Path | None:
+    """Where the report goes without --out (``BUNDLE/report``, ``./bench-report`` for --import only),
+    known before anything is measured; None when the source is not there (run_bench says why)."""
+    if source is None:
+        return Path("bench-report")
+    path = Path(source)
+    if not path.is_dir():
+        return None
+    if is_bundle(path):
+        return path / "report"
+    check_not_broken_bundle(path)
+    return _run_bundle_dir(path, options.target)[0] / "report"
+
+
 def _checkpoints_unchanged(entries: dict[str, Any]) -> bool:
     """Every trained network of a manifest still has its checkpoint, byte for byte."""
     for entry in entries.values():
@@ -64,9 +99,7 @@ def bundle_for_run(run_dir: Path, options: BenchOptions, report: Report) -> Path
     checkpoints are unchanged, re-exported otherwise (after a resume or retraining)."""
     from edgedistill.export.pipeline import ExportOptions, export_bundle
 
-    target = load_target(options.target)
-    backend = "tvm" if "tvm" in target.backends else target.default_backend
-    out = run_dir / "bundles" / f"{target.name}-{backend}"
+    out, target, backend = _run_bundle_dir(run_dir, options.target)
     if is_bundle(out):
         entries = load_manifest(out)["models"]
         if set(options.models) <= entries.keys() and _checkpoints_unchanged(entries):
@@ -156,6 +189,8 @@ def run_bench(source: str | None, options: BenchOptions, report: Report | None =
         path = Path(source)
         if not path.exists():
             raise EdgeDistillError(f"no such bundle or run directory: {path}", "pass a bundle (edgedistill export) or a run directory")
+        if not is_bundle(path):
+            check_not_broken_bundle(path)
         bundle_dir = path if is_bundle(path) else bundle_for_run(path, options, report)
         bundle = Bundle.load(bundle_dir, verify=True, force=options.force or bool(options.rpc_tracker))
         models = [m for m in options.models if m in bundle.manifest["models"]]
@@ -173,7 +208,8 @@ def run_bench(source: str | None, options: BenchOptions, report: Report | None =
             if not options.rpc_key:
                 raise EdgeDistillError("--rpc-tracker needs --rpc-key (the board type, e.g. rpi4)")
             report(f"measuring {', '.join(models)} on a '{options.rpc_key}' board via {options.rpc_tracker}")
-            documents.append(bench_remote(bundle, options.rpc_tracker, options.rpc_key, models, options.config, options.rpc_wait_s))
+            documents.append(bench_remote(bundle, options.rpc_tracker, options.rpc_key, models, options.config, options.rpc_wait_s,
+                                          check_board=not options.force))
     documents += [load_document(p) for p in options.imports]
     if not documents:
         raise EdgeDistillError("nothing to benchmark", "pass a bundle or run directory, or --import RESULT.json")

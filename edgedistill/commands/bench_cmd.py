@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.markup import escape
 
+from edgedistill.bench.report import where
 from edgedistill.commands.common import friendly_errors, json_option, print_json
-from edgedistill.errors import EdgeDistillError
-from edgedistill.ui import err_console, mib, out_console, pct, status_reporter, table
+from edgedistill.errors import EdgeDistillError, ToolchainError
+from edgedistill.ui import err_console, out_console, pct, status_reporter, table
 
 
 @click.command("bench", epilog="Examples:\n\n\b\n  edgedistill bench runs/od                       # export for this host, measure every local backend\n"
@@ -29,25 +33,31 @@ from edgedistill.ui import err_console, mib, out_console, pct, status_reporter, 
 @click.option("--rpc-key", help="Board key registered with the tracker (e.g. rpi4).")
 @click.option("--rpc-wait", type=float, default=60.0, show_default=True, help="Seconds to wait for a free board.")
 @click.option("--import", "imports", multiple=True, type=click.Path(), help="A result JSON from 'python3 -m deploy.run bench' on a device (repeatable).")
-@click.option("--out", "-o", type=click.Path(), help="Report directory (report.json, report.md, accuracy-latency.png).  [default: BUNDLE/report, ./bench-report for --import only]")
+@click.option("--out", "-o", type=click.Path(), help="Reports directory: each run writes OUT/<UTC time>/ (report.json, report.md, "
+              "accuracy-latency.png) and points OUT/latest at it; earlier reports are kept.  [default: BUNDLE/report, "
+              "./bench-report for --import only]")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write the accuracy-vs-latency PNG.")
-@click.option("--force", is_flag=True, help="Measure a bundle made for another target anyway (onnxruntime only makes sense then).")
+@click.option("--wide", is_flag=True, help="Show every latency and memory column (p99, first run, ORT arena on, weights, "
+              "threads); report.json and report.md always have them all.")
+@click.option("--force", is_flag=True, help="Measure a bundle made for another target anyway (onnxruntime only makes sense then), "
+              "or upload to an RPC board without checking its architecture.")
 @json_option
 @friendly_errors
 def bench_command(source: str | None, target: str, backends: tuple[str, ...], models: str, threads: int | None, runs: int,
                   min_time: float, repeats: int, warmup_runs: int, warmup_time: float, no_memory: bool, rpc_tracker: str | None,
-                  rpc_key: str | None, rpc_wait: float, imports: tuple[str, ...], out: str | None, plot: bool, force: bool,
-                  as_json: bool) -> None:
+                  rpc_key: str | None, rpc_wait: float, imports: tuple[str, ...], out: str | None, plot: bool, wide: bool,
+                  force: bool, as_json: bool) -> None:
     """Latency and memory of the student against its teacher, measured the same way.
 
     SOURCE is a bundle (edgedistill export) or a run directory (exported for --target first).
     Student and teacher are timed interleaved (warm-up by time and count, first run apart,
     median/p90/p99 over repeats); memory is measured in fresh processes. The report shows the
-    measured speed-up beside the MACs ratio, and is written as JSON, markdown and a PNG plot.
+    measured speed-up beside the MACs ratio, and is written as JSON, markdown and a PNG plot
+    into a new directory per run (OUT/<UTC time>/, OUT/latest points at the newest).
     """
     from deploy.measure import MeasureConfig
-    from edgedistill.bench.report import report_document, write_report
-    from edgedistill.bench.service import BenchOptions, run_bench
+    from edgedistill.bench.report import check_report_dir, report_document, save_report
+    from edgedistill.bench.service import BenchOptions, default_report_dir, run_bench
 
     try:
         config = MeasureConfig(warmup_runs=warmup_runs, warmup_seconds=warmup_time, min_runs=runs, min_seconds=min_time, repeats=repeats)
@@ -58,51 +68,93 @@ def bench_command(source: str | None, target: str, backends: tuple[str, ...], mo
         config=config, memory=not no_memory, rpc_tracker=rpc_tracker, rpc_key=rpc_key, rpc_wait_s=rpc_wait,
         imports=imports, force=force,
     )
+    # Before measuring: an unwritable report directory or a missing plotter fails now, not minutes later.
+    planned = Path(out) if out else default_report_dir(source, options)
+    if planned is not None:
+        check_report_dir(planned)
+    if plot and importlib.util.find_spec("matplotlib") is None:
+        raise ToolchainError("the plot needs matplotlib (nothing was measured)", "pip install 'edgedistill[plot]', or pass --no-plot")
     with status_reporter("benchmarking", echo=not as_json) as progress:
         result = run_bench(source, options, progress)
     out_dir = Path(out) if out else (result.bundle / "report" if result.bundle else Path("bench-report"))
-    written = write_report(result.documents, out_dir, plot)
+    # The figures first: if saving fails, what was measured is on the screen all the same.
     if as_json:
         print_json(report_document(result.documents))
-        return
-    render_bench(result.documents)
-    err_console.print("report: " + ", ".join(map(str, written)))
+    else:
+        render_bench(result.documents, wide=wide)
+    try:
+        saved = save_report(result.documents, out_dir, plot)
+    except EdgeDistillError as exc:
+        raise EdgeDistillError(f"measured, but the report could not be saved: {exc.message}",
+                               (exc.hint + "; " if exc.hint else "") + "the figures are printed above") from None
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise EdgeDistillError(f"measured, but the report could not be saved to {out_dir}: {exc.strerror or exc}{where}",
+                               "the figures are printed above; free some space or pass --out elsewhere and rerun") from None
+    if not as_json:
+        for line in saved.describe():
+            err_console.print(escape(line), highlight=False)
 
 
-def render_bench(documents: list[dict]) -> None:
-    """The latency/memory table and the student-vs-teacher comparison, with warnings."""
-    from edgedistill.bench.report import compare_documents, notes, where
-
+def _latency_rows(documents: list[dict], wide: bool, show_where: bool) -> tuple[list[str], list[tuple]]:
+    columns = (["where"] if show_where else []) + ["backend", "model"] + (["threads"] if wide else []) + ["median", "p90"] \
+        + (["p99"] if wide else []) + ["cv"] + (["first run"] if wide else []) + ["peak RSS Δ MiB"] \
+        + (["RSS Δ ORT arena on MiB"] if wide else []) + ["file MiB"] + (["weights MiB"] if wide else []) + ["test top-1"]
     rows = []
     for document in documents:
         for r in document["results"]:
             lat, mem = r["latency_ms"], r.get("memory") or {}
             top1 = (r.get("accuracy") or {}).get("test_top1")
-            rows.append((
-                where(document), r["backend"], r["model"], r.get("threads"), f"{lat['median']:.3f}", f"{lat['p90']:.3f}",
-                f"{lat['p99']:.3f}", f"{lat['cv']:.2f}" + (" [red]high[/]" if lat["high_cv"] else ""), f"{lat['first_run']:.2f}",
-                mib(mem.get("peak_rss_delta_bytes")), mib(mem.get("peak_rss_delta_bytes_arena_on")), mib(mem.get("file_bytes")),
-                mib(mem.get("weight_bytes")), "untrained" if top1 is None else pct(top1),
-            ))
-    out_console.print(table(
-        "latency (ms per batch) and memory",
-        ["where", "backend", "model", "threads", "median", "p90", "p99", "cv", "first run", "peak RSS Δ", "… ORT arena on",
-         "file", "weights", "test top-1"],
-        rows,
-    ))
+            cells: dict[str, object] = {
+                "where": escape(where(document)), "backend": r["backend"], "model": r["model"], "threads": r.get("threads"),
+                "median": f"{lat['median']:.3f}", "p90": f"{lat['p90']:.3f}", "p99": f"{lat['p99']:.3f}",
+                "cv": f"{lat['cv']:.2f}" + ("[red]![/]" if lat["high_cv"] else ""), "first run": f"{lat['first_run']:.2f}",
+                "peak RSS Δ MiB": _mib(mem.get("peak_rss_delta_bytes")),
+                "RSS Δ ORT arena on MiB": _mib(mem.get("peak_rss_delta_bytes_arena_on")),
+                "file MiB": _mib(mem.get("file_bytes")), "weights MiB": _mib(mem.get("weight_bytes")),
+                "test top-1": "untrained" if top1 is None else pct(top1),
+            }
+            rows.append(tuple(cells[c] for c in columns))
+    return columns, rows
+
+
+def _mib(value: float | None) -> str | None:
+    return None if value is None else f"{value / 2**20:.2f}"
+
+
+def render_bench(documents: list[dict], wide: bool = False, console: Console | None = None) -> None:
+    """The latency/memory table and the student-vs-teacher comparison, with warnings.
+
+    By default the latency table has median, p90, cv, peak RSS, file size and top-1; ``wide`` adds
+    threads, p99, the first run, RSS with onnxruntime's arena on and the weight bytes. The
+    machine is a column only when there are several (else it is in the title).
+    """
+    from edgedistill.bench.report import compare_documents, notes
+
+    console = console or out_console
+    machines = list(dict.fromkeys(where(d) for d in documents))
+    show_where = len(machines) > 1
+    on = "" if show_where else f" on {escape(machines[0])}"
+    keys = 3 if show_where else 2
+    columns, rows = _latency_rows(documents, wide, show_where)
+    console.print(table(f"latency (ms per batch) and memory{on}", columns, rows, keys=keys))
     comparisons = compare_documents(documents)
     if comparisons:
-        out_console.print(table(
-            "student vs teacher",
-            ["where", "backend", "speed-up", "MACs ratio", "speed-up / MACs", "file ratio", "RSS ratio", "Δ top-1"],
-            [(c.where, c.backend, f"{c.speedup:.2f}×", f"{c.macs_ratio:.1f}×" if c.macs_ratio else None,
-              f"{c.speedup_vs_macs:.2f}" if c.speedup_vs_macs else None, f"{c.file_ratio:.1f}×" if c.file_ratio else None,
-              f"{c.rss_ratio:.1f}×" if c.rss_ratio else None,
-              f"{100 * c.accuracy_delta:+.2f} pt" if c.accuracy_delta is not None else "teacher untrained")
+        console.print(table(
+            f"student vs teacher{on}",
+            (["where"] if show_where else []) + ["backend", "speed-up", "MACs ratio", "speed-up / MACs", "file ratio",
+                                                 "RSS ratio", "Δ top-1"],
+            [((escape(c.where),) if show_where else ()) + (
+                c.backend, f"{c.speedup:.2f}×", f"{c.macs_ratio:.1f}×" if c.macs_ratio else None,
+                f"{c.speedup_vs_macs:.2f}" if c.speedup_vs_macs else None, f"{c.file_ratio:.1f}×" if c.file_ratio else None,
+                f"{c.rss_ratio:.1f}×" if c.rss_ratio else None,
+                f"{100 * c.accuracy_delta:+.2f} pt" if c.accuracy_delta is not None else "teacher untrained")
              for c in comparisons],
+            keys=keys - 1,
         ))
     if any(r["latency_ms"]["high_cv"] for d in documents for r in d["results"]):
-        err_console.print("[yellow]warning:[/] high coefficient of variation: the machine was busy or throttling; rerun on a quiet machine")
+        err_console.print("[yellow]warning:[/] high coefficient of variation (cv marked !): the machine was busy or throttling; "
+                          "rerun on a quiet machine")
     for note in notes(documents):
         err_console.print(f"note: {note}")
     if any((d.get("environment") or {}).get("emulated") for d in documents):
