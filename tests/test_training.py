@@ -30,7 +30,8 @@ def _cfg(tmp: Path, name: str, **kw: object) -> TrainConfig:
 @pytest.fixture(scope="module")
 def od_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("od")
-    train(_cfg(out, "run", method="od", students=2, epochs=6, lr=0.05))
+    # lr 0.1 (the paper's): with 0.05 the best student sits at 0.58 val top-1, too near the 0.6 bar to prove learning
+    train(_cfg(out, "run", method="od", students=2, epochs=6, lr=0.1))
     return out / "run"
 
 
