@@ -27,7 +27,7 @@ import numpy as np
 from deploy.env import environment_record
 from deploy.measure import MeasureConfig, interleaved
 from deploy.memory import memory_figures
-from deploy.runners import open_runner
+from deploy.backends import open_runner
 from edgedistill.cheap import CheapSpec
 from edgedistill.export.onnx_export import INPUT_NAME, export_onnx
 from edgedistill.export.targets import load_target

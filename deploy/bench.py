@@ -20,8 +20,7 @@ from deploy.errors import DeployError
 from deploy.manifest import Bundle, sha256_file
 from deploy.measure import MeasureConfig, interleaved
 from deploy.memory import memory_figures
-from deploy.runners import Runner, open_runner
-from deploy.trt_build import read_engine_record
+from deploy.backends import Runner, get_backend, open_runner
 
 
 def make_input(shape: Any, dtype: str = "float32", seed: int = 0) -> np.ndarray:
@@ -61,13 +60,6 @@ def result_entry(
     return row
 
 
-def _precision(bundle: Bundle, backend: str, artifact: Any) -> Optional[str]:
-    if backend == "tensorrt":
-        record = read_engine_record(artifact) or {}
-        return record.get("precision_built")
-    return "fp32" if backend == "onnxruntime" else str(bundle.manifest.get("precision", "fp32"))
-
-
 def bench_bundle(
     bundle: Bundle,
     backend: str,
@@ -81,7 +73,7 @@ def bench_bundle(
 ) -> Dict[str, Any]:
     """Measure ``models`` of ``bundle`` with ``backend``; return the result document.
 
-    ``runtime_only`` (TVM) is for the device CLI: see :class:`deploy.runners.TvmRunner`.
+    ``runtime_only`` (TVM) is for the device CLI: see :class:`deploy.backends.tvm_vm.TvmRunner`.
     """
     artifacts = {model: bundle.artifact_path(model, backend, precision) for model in models}
     runners: Dict[str, Runner] = {
@@ -105,7 +97,7 @@ def bench_bundle(
             result_entry(
                 model, backend, used_threads[model], stats[model].to_dict(), figures, entry,
                 output_shape=list(outputs[model].shape),
-                precision=_precision(bundle, backend, artifacts[model]),
+                precision=get_backend(backend).precision(bundle, artifacts[model]),
                 artifact=relative,
                 artifact_sha256=files.get(relative) or sha256_file(artifacts[model]),
             )

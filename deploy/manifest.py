@@ -19,8 +19,6 @@ from deploy import BUNDLE_FORMAT
 from deploy.errors import DeployError
 
 MODELS = ("student", "teacher")
-BACKENDS = ("onnxruntime", "tvm", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 _ARCH_ALIASES = {
     "aarch64": "aarch64",
@@ -256,24 +254,9 @@ class Bundle:
 
     def artifact_path(self, model: str, backend: str, precision: Optional[str] = None) -> Path:
         """The file a backend runs for ``model``; a clear error when it is absent."""
-        if backend == "onnxruntime":
-            return self.onnx_path(model)
-        if backend == "tvm":
-            spec = (self.model(model).get("artifacts") or {}).get("tvm")
-            if not spec or not spec.get("path"):
-                raise DeployError(
-                    f"bundle has no TVM artifact for the {model}", "export with --backend tvm, or use --backend onnxruntime"
-                )
-            return self.path(spec["path"])
-        if backend == "tensorrt":
-            path = self.engine_path(model, precision)
-            if not path.is_file():
-                raise DeployError(
-                    f"no TensorRT engine for the {model} at {path.relative_to(self.root)}",
-                    "build it on this device first: python3 -m deploy.run build-engine",
-                )
-            return path
-        raise DeployError(f"unknown backend '{backend}'", "valid: " + ", ".join(BACKENDS))
+        from deploy.backends import get_backend
+
+        return get_backend(backend).artifact(self, model, precision)
 
     def calibration_path(self) -> Optional[Path]:
         path = self.root / "calibration" / "calibration.npy"

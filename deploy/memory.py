@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+from deploy.backends import get_backend
 from deploy.errors import DeployError
 from deploy.onnx_weights import weight_bytes
 
@@ -94,8 +95,9 @@ def memory_figures(
     figures: Dict[str, object] = {"file_bytes": file_bytes(artifact), "weight_bytes": weight_bytes(onnx_model)}
     off = probe_peak_rss(backend, artifact, input_shape, threads, runs, arena=False, dtype=dtype)
     figures["peak_rss_delta_bytes"] = off["peak_rss_delta_bytes"]
-    figures["arena"] = "off" if backend == "onnxruntime" else None
-    if backend == "onnxruntime":
+    has_arena = get_backend(backend).has_arena
+    figures["arena"] = "off" if has_arena else None
+    if has_arena:
         on = probe_peak_rss(backend, artifact, input_shape, threads, runs, arena=True, dtype=dtype)
         figures["peak_rss_delta_bytes_arena_on"] = on["peak_rss_delta_bytes"]
     figures["baseline_rss_bytes"] = off["baseline_rss_bytes"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from typing import Callable, Dict, Optional
@@ -52,15 +51,12 @@ def _maxrss_bytes() -> int:
 
 def _import_runtime(backend: str, threads: int, runtime_only: bool) -> None:
     """Import the runtime before the baseline so its libraries are not counted."""
+    from deploy.backends import RunOptions, get_backend
     from deploy.runtime import require
 
-    if backend == "tvm":
-        os.environ["TVM_NUM_THREADS"] = str(threads)
-        if runtime_only:
-            os.environ["TVM_USE_RUNTIME_LIB"] = "1"
-        require("tvm.runtime.vm")
-    else:
-        require(backend)
+    spec = get_backend(backend)
+    spec.configure(threads, RunOptions(runtime_only=runtime_only))
+    require(spec.runtime_module)
 
 
 def measure_peak(work: Callable[[], object]) -> Dict[str, object]:
@@ -90,7 +86,7 @@ def probe(args: argparse.Namespace) -> Dict[str, object]:
     import numpy as np
 
     from deploy.manifest import parse_shape
-    from deploy.runners import open_runner
+    from deploy.backends import open_runner
 
     _import_runtime(args.backend, args.threads, args.runtime_only)
     x = np.random.default_rng(0).standard_normal(parse_shape(args.shape)).astype(args.dtype)
@@ -120,7 +116,7 @@ def probe(args: argparse.Namespace) -> Dict[str, object]:
 
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m deploy.memory_probe", description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", required=True, choices=["onnxruntime", "tvm", "tensorrt"])
+    parser.add_argument("--backend", required=True, help="a registered device backend, e.g. onnxruntime or tvm")
     parser.add_argument("--model", required=True)
     parser.add_argument("--shape", required=True, help="input shape, e.g. 1,3,32,32")
     parser.add_argument("--dtype", default="float32")

@@ -16,7 +16,8 @@ from typing import Any, Dict, List, Optional
 
 from deploy.atomic import write_json_atomic
 from deploy.errors import DeployError
-from deploy.manifest import BACKENDS, PRECISIONS, Bundle, default_bundle_dir
+from deploy.backends import PRECISIONS, backend_names
+from deploy.manifest import Bundle, default_bundle_dir
 
 
 def _threads(bundle: Bundle, requested: Optional[int]) -> int:
@@ -72,7 +73,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from deploy.bench import check_output, make_input
     from deploy.manifest import target_arch
-    from deploy.runners import open_runner
+    from deploy.backends import open_runner
 
     bundle = _load(args)
     count = len(bundle.manifest["files"])
@@ -177,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("bench", parents=[common, models], help="measure latency and memory, student vs teacher")
-    bench.add_argument("--backend", choices=BACKENDS, help="default: the bundle's backend")
+    bench.add_argument("--backend", choices=backend_names(), help="default: the bundle's backend")
     bench.add_argument("--precision", choices=PRECISIONS, help="TensorRT: which built engine to run")
     bench.add_argument("--runs", type=int, default=100, help="minimum timed runs per model (default 100)")
     bench.add_argument("--min-time", type=float, default=2.0, help="minimum timed seconds per model (default 2)")
@@ -191,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
 
     verify = sub.add_parser("verify", parents=[common, models], help="check hashes and target, run each model once")
-    verify.add_argument("--backend", choices=BACKENDS, help="default: the bundle's backend")
+    verify.add_argument("--backend", choices=backend_names(), help="default: the bundle's backend")
     verify.set_defaults(func=cmd_verify)
 
     engine = sub.add_parser("build-engine", parents=[common], help="build the TensorRT engine(s) on this device")

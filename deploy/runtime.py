@@ -13,13 +13,6 @@ from types import ModuleType
 
 from deploy.errors import DeployError
 
-_HOW_TO_INSTALL = {
-    "onnxruntime": "pip install onnxruntime",
-    "tvm": "pip install apache-tvm apache-tvm-ffi==0.1.14.post1 (needs Python >= 3.10)",
-    "tensorrt": "TensorRT comes with JetPack: sudo apt install nvidia-tensorrt python3-libnvinfer",
-}
-
-
 def require(module: str) -> ModuleType:
     """Import ``module`` or raise a DeployError telling how to install it."""
     top = module.split(".", 1)[0]
@@ -28,4 +21,6 @@ def require(module: str) -> ModuleType:
     except ImportError as exc:
         installed = importlib.util.find_spec(top) is not None
         what = f"{top} is installed but cannot be imported: {exc}" if installed else f"{top} is not installed"
-        raise DeployError(what, _HOW_TO_INSTALL.get(top, f"pip install {top}")) from None
+        from deploy.backends import install_hint  # the backends say how their runtime is installed
+
+        raise DeployError(what, install_hint(top) or f"pip install {top}") from None

@@ -25,11 +25,11 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from deploy.atomic import atomic_path, write_bytes_atomic, write_json_atomic
+from deploy.backends.base import PRECISIONS
 from deploy.errors import DeployError
 from deploy.manifest import sha256_file
 from deploy.runtime import require
 
-PRECISIONS = ("fp32", "fp16", "int8")
 TRTEXEC_PATHS = ("/usr/src/tensorrt/bin/trtexec", "/usr/local/tensorrt/bin/trtexec")
 
 

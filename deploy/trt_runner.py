@@ -16,7 +16,7 @@ import numpy as np
 
 from deploy.cudart import CudaRuntime
 from deploy.errors import DeployError
-from deploy.runners import Runner
+from deploy.backends.base import Runner
 from deploy.runtime import require
 
 

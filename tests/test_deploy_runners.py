@@ -1,4 +1,4 @@
-"""deploy.runners: onnxruntime and the TVM runtime agree on the same model."""
+"""deploy.backends: onnxruntime and the TVM runtime agree on the same model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from test_deploy_helpers import CLASSES, INPUT_SHAPE, compile_tvm, export_cnn
 
 from deploy.errors import DeployError
-from deploy.runners import open_runner
+from deploy.backends import open_runner
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_tvm_thread_pool_follows_the_requested_count(models):
     _, library = models
     # a fresh process: TVM's pool is process-wide
     code = (
-        "from deploy.runners import open_runner; "
+        "from deploy.backends import open_runner; "
         f"r = open_runner('tvm', {str(library)!r}, threads=2, runtime_only=True); "
         "print(r.threads)"
     )
@@ -75,7 +75,7 @@ def test_missing_runtime_is_one_clear_line(models):
     onnx_path, _ = models
     code = (
         "import sys; sys.modules['onnxruntime'] = None\n"
-        "from deploy.errors import DeployError\nfrom deploy.runners import open_runner\n"
+        "from deploy.errors import DeployError\nfrom deploy.backends import open_runner\n"
         f"try:\n    open_runner('onnxruntime', {str(onnx_path)!r}, 1)\n"
         "except DeployError as exc:\n    print(exc)\n"
     )

@@ -19,7 +19,7 @@ from deploy import BENCH_FORMAT
 from deploy.bench import check_output, make_input, result_entry
 from deploy.manifest import Bundle
 from deploy.measure import MeasureConfig, summarize
-from deploy.runners import OnnxRuntimeRunner
+from deploy.backends.onnxruntime_cpu import OnnxRuntimeRunner
 from edgedistill.bench.rpc import RemoteModel, check_board_target, request_board
 from edgedistill.export.parity import compare, require
 

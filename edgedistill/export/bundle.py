@@ -21,16 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import deploy
+from deploy import BUNDLE_FORMAT
+from deploy.backends import get_backend
 from deploy.manifest import sha256_file
 from edgedistill import __version__
 from edgedistill.utils.atomic import write_json_atomic, write_text_atomic
 
-BUNDLE_FORMAT = "edgedistill-bundle/1"
-_REQUIREMENTS = {
-    "onnxruntime": ["numpy>=1.17", "onnxruntime>=1.10"],
-    "tvm": ["numpy>=1.17", "onnxruntime>=1.10", "apache-tvm>=0.27,<0.28", "apache-tvm-ffi==0.1.14.post1"],
-    "tensorrt": ["numpy>=1.17", "onnxruntime>=1.10", "# tensorrt: comes with JetPack (python3-libnvinfer), not from pip"],
-}
 
 
 def versions() -> dict[str, str]:
@@ -71,7 +67,7 @@ Bring result.json back and run `edgedistill bench --import result.json` for the 
 def finish_bundle(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Add the device runner, requirements, README and the manifest (with every file's hash)."""
     copy_device_runner(root)
-    write_text_atomic(root / "requirements.txt", "\n".join(_REQUIREMENTS[manifest["backend"]]) + "\n")
+    write_text_atomic(root / "requirements.txt", "\n".join(get_backend(manifest["backend"]).requirements) + "\n")
     write_text_atomic(root / "README.md", _readme(manifest))
     manifest = {
         "format": BUNDLE_FORMAT,

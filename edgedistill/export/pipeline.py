@@ -33,7 +33,7 @@ from deploy import BUNDLE_FORMAT
 from deploy.env import usable_cores
 from deploy.manifest import sha256_file
 from deploy.measure import MeasureConfig, interleaved
-from deploy.runners import OnnxRuntimeRunner
+from deploy.backends.onnxruntime_cpu import OnnxRuntimeRunner
 from edgedistill.errors import EdgeDistillError, Interrupted, ToolchainError, exception_line
 from edgedistill.export import lowering, onnx_export
 from edgedistill.export.bundle import directory_bytes, finish_bundle
