@@ -28,10 +28,10 @@ from deploy.env import environment_record
 from deploy.measure import MeasureConfig, interleaved
 from deploy.memory import memory_figures
 from deploy.backends import open_runner
+from edgedistill.backends.tvm.compile import compile_onnx
 from edgedistill.cheap import CheapSpec
 from edgedistill.export.onnx_export import INPUT_NAME, export_onnx
 from edgedistill.export.targets import load_target
-from edgedistill.export.tvm_backend import compile_onnx
 from edgedistill.models import ModelSpec, complexity, create_model
 from edgedistill.utils.atomic import write_json_atomic, write_text_atomic
 

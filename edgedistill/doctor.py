@@ -186,7 +186,7 @@ def _links(candidates: list[str]) -> str:
 
 @check("tvm", "demo", "tests")
 def _tvm() -> str:
-    from edgedistill.export.tvm_import import INSTALL_HINT
+    from edgedistill.backends.tvm.onnx_import import INSTALL_HINT
 
     _import("tvm.relax", "apache-tvm", INSTALL_HINT)
     return f"apache-tvm {_version('apache-tvm')}, apache-tvm-ffi {_version('apache-tvm-ffi')}"
@@ -198,7 +198,7 @@ def _tvm_compiles() -> str:
     import numpy as np
 
     from edgedistill.export.targets import load_target
-    from edgedistill.export.tvm_backend import compile_onnx, run_local
+    from edgedistill.backends.tvm.compile import compile_onnx, run_local
 
     onnx = _import("onnx", "onnx", "pip install onnx")
     helper = onnx.helper

@@ -175,7 +175,8 @@ def test_bundle_for_another_target_is_refused(run_dir: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--backend", "tensorrt"], "unknown backend"),
+    (["--backend", "tflite"], "unknown backend 'tflite'"),
+    (["--backend", "tensorrt"], "TensorRT engines are built and measured on the device"),
     (["--rpc-tracker", "127.0.0.1:9"], "needs --rpc-key"),
 ])
 def test_bad_bench_input(bundle: Path, args: list[str], message: str) -> None:

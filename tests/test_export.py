@@ -20,7 +20,8 @@ from edgedistill.cheap import CheapSpec
 from edgedistill.cli import main
 from edgedistill.errors import EdgeDistillError, ToolchainError, UnknownNameError
 from edgedistill.export.onnx_export import export_onnx, read_metadata
-from edgedistill.export.pipeline import ExportOptions, elf_machine, export_bundle
+from edgedistill.export.pipeline import ExportOptions, export_bundle
+from edgedistill.toolchains.cc import elf_machine
 from cli_helpers import assert_one_error, files_under, run_cli
 from edgedistill.models import ModelSpec, create_model
 from toolchain_support import need_cross_compiler

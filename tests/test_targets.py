@@ -15,8 +15,9 @@ import pytest
 from edgedistill.errors import EdgeDistillError, UnknownNameError
 from edgedistill.export import targets as targets_module
 from deploy.env import usable_cores
-from edgedistill.export.targets import BACKENDS, host_arch, host_can_run, list_targets, load_target
-from edgedistill.export.tensorrt_check import tensorrt_version_for_target
+from edgedistill.backends import backend_names
+from edgedistill.export.targets import host_arch, host_can_run, list_targets, load_target
+from edgedistill.backends.tensorrt.check import tensorrt_version_for_target
 
 SHIPPED = {"host", "x86-avx2", "x86-avx512", "rpi4", "rpi5", "jetson-orin-nano", "jetson-agx-orin", "jetson-xavier-nx"}
 RPI4 = importlib.resources.files("edgedistill.target_files").joinpath("rpi4.toml").read_text("utf-8")
@@ -28,7 +29,7 @@ def test_every_shipped_target_loads_and_is_complete() -> None:
     for name, target in loaded.items():
         assert Path(target.source).stem == name
         assert target.description and "\n" not in target.description
-        assert target.backends and set(target.backends) <= set(BACKENDS)
+        assert target.backends and set(target.backends) <= set(backend_names())
         assert target.threads >= 1 and 7 <= target.onnx_opset <= 23
         assert target.tvm_cpu_target["kind"] == "llvm"
         assert target.tvm_cpu_target["mtriple"].startswith(target.arch)

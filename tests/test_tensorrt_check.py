@@ -9,7 +9,7 @@ from onnx import TensorProto, helper
 from test_deploy_helpers import export_cnn
 
 from edgedistill.errors import ToolchainError
-from edgedistill.export.tensorrt_check import (
+from edgedistill.backends.tensorrt.check import (
     ERROR,
     WARNING,
     assert_tensorrt_compatible,

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgedistill.errors import EdgeDistillError, ToolchainError
-from edgedistill.export import tvm_backend
+from edgedistill.backends.tvm import compile as tvm_backend
 from edgedistill.export.targets import host_arch, load_target
-from edgedistill.export.tvm_backend import compile_onnx, run_local
-from edgedistill.export.tvm_tuning import META_FILE
+from edgedistill.backends.tvm.compile import compile_onnx, run_local
+from edgedistill.backends.tvm.tuning import META_FILE
 from edgedistill.toolchains import cc
 from toolchain_support import need_cross_compiler
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from deploy.backends.base import DeviceBackend, RunOptions, Runner, register
+from deploy.backends.base import DeviceBackend, Runner, register
 from deploy.errors import DeployError
 from deploy.runtime import require
 

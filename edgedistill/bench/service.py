@@ -19,13 +19,14 @@ from deploy.bench import bench_bundle
 from deploy.env import usable_cores
 from deploy.manifest import Bundle, load_manifest, sha256_file
 from deploy.measure import MeasureConfig
+from edgedistill.backends import backend_names, get_backend
 from edgedistill.bench.report import load_document
 from edgedistill.checkpoints import ModelCheckpoint, load_model_checkpoint, save_model_checkpoint
 from edgedistill.errors import EdgeDistillError
+from edgedistill.utils.names import unknown_name
 from edgedistill.export.sources import untrained_reference
-from edgedistill.export.targets import host_can_run, load_target
+from edgedistill.export.targets import load_target
 
-LOCAL_BACKENDS = ("pytorch", "onnxruntime", "tvm")
 Report = Callable[[str], None]
 
 
@@ -110,33 +111,31 @@ def bundle_for_run(run_dir: Path, options: BenchOptions, report: Report) -> Path
     return out
 
 
-def _tvm_runs_here(bundle: Bundle) -> tuple[bool, str]:
-    from edgedistill.export.targets import parse_target
+PYTORCH = "pytorch"  # the eager reference, measured from the run's checkpoints (not a bundle backend)
 
-    if not all((bundle.model(m).get("artifacts") or {}).get("tvm") for m in bundle.model_names()):
-        return False, "the bundle has no TVM libraries (it was exported with another backend)"
-    target = bundle.manifest["target"]
-    return host_can_run(parse_target(target, f"{bundle.target_name} (from the bundle)"))
+
+def local_backends() -> list[str]:
+    return [PYTORCH, *backend_names()]
 
 
 def _choose_backends(bundle: Bundle, options: BenchOptions, has_checkpoints: bool) -> list[str]:
-    tvm_ok, why = _tvm_runs_here(bundle)
+    """The backends to measure here: the asked ones (each must run here), or every one that can."""
+    runs = {name: get_backend(name).runs_here(bundle) for name in backend_names()}
+    runs[PYTORCH] = (has_checkpoints, "the PyTorch reference needs the checkpoints the bundle was exported from, "
+                     "which are not on this machine or have changed since", "re-export the bundle, or leave out --backend pytorch")
     if options.backends:
         for backend in options.backends:
-            if backend not in LOCAL_BACKENDS:
-                raise EdgeDistillError(f"unknown backend '{backend}'", f"local backends: {', '.join(LOCAL_BACKENDS)}; "
-                                       "for a board use --rpc-tracker, for TensorRT run deploy.run on the Jetson")
-            if backend == "tvm" and not tvm_ok:
-                raise EdgeDistillError(f"cannot run the bundle's TVM code here: {why}",
-                                       "use --rpc-tracker HOST:PORT --rpc-key KEY, or run 'python3 -m deploy.run bench' on the board")
-            if backend == "pytorch" and not has_checkpoints:
-                raise EdgeDistillError("the PyTorch reference needs the checkpoints the bundle was exported from, "
-                                       "which are not on this machine or have changed since",
-                                       "re-export the bundle, or leave out --backend pytorch")
+            if backend not in runs:
+                error = unknown_name("backend", backend, local_backends())
+                error.hint = f"{error.hint}; for a board use --rpc-tracker, or run 'python3 -m deploy.run bench' on it"
+                raise error
+            ok, why, hint = runs[backend]
+            if not ok:
+                raise EdgeDistillError(why, hint)
         return list(options.backends)
     if options.rpc_tracker:
         return []
-    return [b for b in LOCAL_BACKENDS if (b != "tvm" or tvm_ok) and (b != "pytorch" or has_checkpoints)]
+    return [name for name in local_backends() if runs[name][0]]
 
 
 def pytorch_sources(bundle: Bundle, models: list[str]) -> dict[str, Path | ModelCheckpoint] | None:
@@ -198,7 +197,7 @@ def run_bench(source: str | None, options: BenchOptions, report: Report | None =
         sources = pytorch_sources(bundle, models)
         for backend in _choose_backends(bundle, options, sources is not None):
             report(f"measuring {', '.join(models)} with {backend} ({threads} threads)")
-            if backend == "pytorch":
+            if backend == PYTORCH:
                 documents.append(_pytorch_document(bundle, sources, options, threads))
             else:
                 documents.append(bench_bundle(bundle, backend, models, threads, options.config, options.memory))

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from edgedistill.bench.report import where
-from edgedistill.commands.common import friendly_errors, json_option, print_json
+from edgedistill.commands.common import ListingOption, backend_names, friendly_errors, json_option, print_json
 from edgedistill.errors import EdgeDistillError, ToolchainError
 from edgedistill.ui import err_console, out_console, pct, status_reporter, table
 
@@ -20,7 +20,8 @@ from edgedistill.ui import err_console, out_console, pct, status_reporter, table
                "  edgedistill bench --import result-from-jetson.json")
 @click.argument("source", required=False, type=click.Path())
 @click.option("--target", "-t", default="host", show_default=True, help="Target to export a run directory for.")
-@click.option("--backend", "-b", "backends", multiple=True, help="pytorch | onnxruntime | tvm (repeatable).  [default: all that run here]")
+@click.option("--backend", "-b", "backends", multiple=True, cls=ListingOption, listing=backend_names,
+              help="pytorch | {names} (repeatable).  [default: all that run here]")
 @click.option("--model", "models", type=click.Choice(["student", "teacher", "both"]), default="both", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for every runtime.  [default: the target's, at most this machine's cores]")
 @click.option("--runs", type=int, default=100, show_default=True, help="Minimum timed runs per model.")

@@ -68,6 +68,26 @@ class FriendlyGroup(click.Group):
             print_error("interrupted", None, Interrupted.exit_code)
 
 
+class ListingOption(click.Option):
+    """An option whose help ends with the names of a registry, read when the help is shown (not
+    when this module is imported): a backend registered later, by a plugin or a test, appears too.
+    ``listing`` returns the names; ``{names}`` in the help is replaced by them."""
+
+    def __init__(self, *args: Any, listing: Callable[[], list[str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._template, self._listing = self.help or "", listing
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = self._template.format(names=" | ".join(self._listing()))
+        return super().get_help_record(ctx)
+
+
+def backend_names() -> list[str]:
+    from edgedistill.backends import backend_names as names
+
+    return names()
+
+
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 

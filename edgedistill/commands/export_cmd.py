@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from edgedistill.commands.common import friendly_errors, json_option, print_json
+from edgedistill.commands.common import ListingOption, backend_names, friendly_errors, json_option, print_json
 from edgedistill.ui import err_console, mib, out_console, pct, si, status_reporter, table
 
 if TYPE_CHECKING:
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 @click.argument("source", type=click.Path())
 @click.option("--target", "-t", default="host", show_default=True, help="A target name (edgedistill targets), alias, or your own TOML file.")
 @click.option("--model", "models", type=click.Choice(["student", "teacher", "both"]), default="both", show_default=True)
-@click.option("--backend", "-b", help="tvm | tensorrt | onnxruntime  [default: the target's first backend]")
+@click.option("--backend", "-b", cls=ListingOption, listing=backend_names,
+              help="{names}  [default: the target's first backend]")
 @click.option("--out", "-o", help="Bundle directory.  [default: bundles/<run>-<target>-<backend>]")
 @click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which checkpoint of the run.")
 @click.option("--batch-size", "--batch", "batch", type=click.IntRange(min=1), default=1, show_default=True,

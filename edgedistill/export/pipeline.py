@@ -1,15 +1,9 @@
-"""``edgedistill export``: checkpoints → verified ONNX → compiled for a target → one bundle.
+"""``edgedistill export``: checkpoints → verified ONNX → prepared by the target's backend → one bundle.
 
-For each model (student, teacher): export ONNX, check it against PyTorch on real
-samples with onnxruntime, then hand it to the target's backend:
-
-* ``onnxruntime`` — the ONNX file is the artifact;
-* ``tvm`` — compiled for the target's CPU (cross-compiled for ARM), plus CUDA
-  code for Jetson GPUs where this machine can generate it; checked against
-  onnxruntime when this machine can run the code, by its ELF header otherwise;
-* ``tensorrt`` — the graph is checked against the target's TensorRT version
-  here; the engine is built on the device (``deploy.run build-engine``), from a
-  calibration set shipped in the bundle, unless TensorRT and a GPU are here.
+For each model (student, teacher): put its cheap layers in their fastest form
+(:mod:`edgedistill.export.lowering`), export ONNX, check it against PyTorch on real samples with
+onnxruntime, then hand it to the backend (:mod:`edgedistill.backends`: onnxruntime ships the ONNX,
+TVM compiles it, TensorRT checks the graph and builds the engine on the device).
 
 Everything is written into a temporary directory that becomes the bundle only
 when every step has succeeded.
@@ -34,18 +28,17 @@ from deploy.env import usable_cores
 from deploy.manifest import sha256_file
 from deploy.measure import MeasureConfig, interleaved
 from deploy.backends.onnxruntime_cpu import OnnxRuntimeRunner
-from edgedistill.errors import EdgeDistillError, Interrupted, ToolchainError, exception_line
+from edgedistill.backends import HOST_BACKENDS, BuildContext, CompileJob, HostBackend, get_backend, option_flag
+from edgedistill.errors import EdgeDistillError, Interrupted, exception_line
 from edgedistill.export import lowering, onnx_export
 from edgedistill.export.bundle import directory_bytes, finish_bundle
-from edgedistill.export.parity import ParityReport, compare, require, run_batched
+from edgedistill.export.parity import compare, require, run_batched
 from edgedistill.export.samples import Samples, real_samples
 from edgedistill.export.sources import MODEL_ROLES, ModelSource, resolve_sources
 from edgedistill.export.targets import Target, host_can_run, load_target
 from edgedistill.models import complexity
 from edgedistill.utils.atomic import atomic_directory
 
-BACKENDS = ("onnxruntime", "tvm", "tensorrt")
-ELF_MACHINES = {62: "x86_64", 183: "aarch64", 40: "arm"}
 
 Report = Callable[[str], None]
 
@@ -107,23 +100,14 @@ def default_bundle_dir(source: str | Path, target: Target, backend: str) -> Path
     return Path("bundles") / f"{name}-{target.name}-{backend}"
 
 
-def _choose_backend(target: Target, backend: str | None) -> str:
-    chosen = backend or target.default_backend
-    if chosen not in BACKENDS:
-        from edgedistill.utils.names import unknown_name
-
-        raise unknown_name("backend", chosen, BACKENDS)
-    if chosen not in target.backends:
+def _choose_backend(target: Target, backend: str | None) -> HostBackend:
+    chosen = get_backend(backend or target.default_backend)
+    if chosen.name not in target.backends:
         raise EdgeDistillError(
-            f"target {target.name} does not support the {chosen} backend",
+            f"target {target.name} does not support the {chosen.name} backend",
             f"its backends: {', '.join(target.backends)}",
         )
     return chosen
-
-
-def bundle_precision(target: Target, backend: str) -> str:
-    """TensorRT engines use the target's TensorRT precision; CPU libraries and ONNX stay fp32."""
-    return (target.tensorrt or {}).get("precision", target.precision) if backend == "tensorrt" else "fp32"
 
 
 def foreign_files(bundle: Path) -> list[str] | None:
@@ -170,7 +154,7 @@ def _check_out_dir(out: Path, overwrite: bool, source: Path) -> None:
         raise EdgeDistillError(f"cannot write the bundle: {parent} is not a writable directory", "choose another --out")
 
 
-def _check_options(options: ExportOptions, backend: str) -> None:
+def _check_options(options: ExportOptions, backend: HostBackend) -> None:
     """Every numeric option, and every option that only one backend reads, before any work starts."""
     for name, value, least in (("--batch-size", options.batch, 1), ("--parity-samples", options.parity_samples, 1),
                                ("--calibration-samples", options.calibration_samples, 1), ("--tune-trials", options.tune_trials, 0)):
@@ -183,21 +167,12 @@ def _check_options(options: ExportOptions, backend: str) -> None:
     unknown = [m for m in options.models if m not in MODEL_ROLES]
     if unknown:
         raise EdgeDistillError(f"unknown model role {unknown[0]!r}", "use student, teacher or both")
-    if backend != "tvm":
-        for name, given in (("--tune-trials", options.tune_trials), ("--tuning-dir", options.tuning_dir)):
-            if given:
-                raise EdgeDistillError(f"{name} applies to the tvm backend only, not {backend}", "drop it, or pass --backend tvm")
-
-
-def _check_toolchain(target: Target, backend: str) -> None:
-    """Fail in a second, before any export, when a tool the backend needs is missing or cannot link."""
-    if backend == "tvm":
-        from edgedistill.export.tvm_backend import find_linker
-        from edgedistill.export.tvm_import import import_tvm
-        from edgedistill.toolchains.cc import check_links_shared_library
-
-        import_tvm()
-        check_links_shared_library(find_linker(target))
+    defaults = ExportOptions()
+    for other in HOST_BACKENDS.values():
+        for name in other.options - backend.options:
+            if getattr(options, name) != getattr(defaults, name):
+                raise EdgeDistillError(f"{option_flag(name)} applies to the {other.name} backend only, not {backend.name}",
+                                       f"drop it, or pass --backend {other.name}")
 
 
 def _check_input_shape(sources: dict[str, ModelSource], image_size: int | None) -> None:
@@ -222,21 +197,12 @@ def _check_input_shape(sources: dict[str, ModelSource], image_size: int | None) 
             ) from None
 
 
-def elf_machine(path: Path) -> str:
-    """The CPU architecture an ELF shared library was built for (from its header)."""
-    header = path.read_bytes()[:20]
-    if header[:4] != b"\x7fELF":
-        raise ToolchainError(f"{path.name} is not an ELF library", "re-export the bundle")
-    code = int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
-    return ELF_MACHINES.get(code, f"e_machine {code}")
-
-
-class BundleBuilder:
+class BundleBuilder(BuildContext):
     """Exports every model of one bundle into ``root`` (a temporary directory)."""
 
-    def __init__(self, root: Path, target: Target, backend: str, options: ExportOptions, report: Report) -> None:
-        self.root, self.target, self.backend, self.options, self.report = root, target, backend, options, report
-        self.notes: list[str] = []
+    def __init__(self, root: Path, target: Target, backend: HostBackend, options: ExportOptions, report: Report) -> None:
+        super().__init__(root, target, options, report)
+        self.backend = backend
         (root / "models").mkdir(parents=True)
 
     def export_model(self, source: ModelSource, samples: Samples) -> tuple[ModelResult, dict[str, Any]]:
@@ -258,7 +224,7 @@ class BundleBuilder:
         self.report(f"{role}: checking onnxruntime against PyTorch on {samples.source}")
         ort_out = run_batched(OnnxRuntimeRunner(onnx_path, threads=1).run, samples.inputs, self.options.batch)
         parity = [require(compare(reference, ort_out, ("pytorch", "onnxruntime")))]
-        artifacts, compiled = self._compile(role, onnx_path, shape, ort_out, samples, parity)
+        artifacts, compiled = self.backend.compile(self, CompileJob(role, onnx_path, shape, ort_out, samples, parity))
         cost = complexity(model, (1, *checkpoint.input_shape))
         executed = complexity(choice.model, (1, *checkpoint.input_shape)).macs
         accuracy = checkpoint.metrics.get("test_top1") if source.trained else None
@@ -346,88 +312,12 @@ class BundleBuilder:
         with torch.no_grad():
             return model(torch.from_numpy(inputs)).numpy()
 
-    def _compile(self, role: str, onnx_path: Path, shape: tuple[int, ...], ort_out: np.ndarray, samples: Samples,
-                 parity: list[ParityReport]) -> tuple[dict[str, Any], int | None]:
-        if self.backend == "tvm":
-            return self._compile_tvm(role, onnx_path, shape, ort_out, samples, parity)
-        if self.backend == "tensorrt":
-            return self._prepare_tensorrt(role, onnx_path, shape), None
-        return {}, None
-
-    def _compile_tvm(self, role: str, onnx_path: Path, shape: tuple[int, ...], ort_out: np.ndarray, samples: Samples,
-                     parity: list[ParityReport]) -> tuple[dict[str, Any], int]:
-        from edgedistill.export.tvm_backend import compile_onnx, run_local
-
-        trials = f", tuning {self.options.tune_trials} trials" if self.options.tune_trials else ""
-        self.report(f"{role}: compiling with TVM for {self.target.name}{trials}")
-        artifact = compile_onnx(
-            onnx_path, self.target, self.root / "models" / f"{role}.tvm.so", input_name=onnx_export.INPUT_NAME,
-            input_shape=shape, tune_trials=self.options.tune_trials, tuning_dir=self.options.tuning_dir,
-            progress=lambda message: self.report(f"{role}: {message}"),
-        )
-        entry = artifact.manifest(self.root)
-        can_run, why = host_can_run(self.target)
-        if can_run:
-            self.report(f"{role}: checking the TVM library against onnxruntime")
-            tvm_out = run_batched(lambda x: run_local(artifact.path, x), samples.inputs, self.options.batch)
-            parity.append(require(compare(ort_out, tvm_out, ("onnxruntime", f"tvm ({self.target.name})"))))
-            entry["verified"] = "parity with onnxruntime on this machine"
-        else:
-            machine = elf_machine(artifact.path)
-            if machine != self.target.arch:
-                raise ToolchainError(f"the TVM library is {machine}, not {self.target.arch}", "check the target's cross compiler")
-            entry["verified"] = f"ELF header only ({machine}); {why}. Run it with 'edgedistill bench --rpc-tracker'"
-        size = artifact.path.stat().st_size + (artifact.gpu_path.stat().st_size if artifact.gpu_path else 0)
-        return {"tvm": entry}, size
-
-    def _prepare_tensorrt(self, role: str, onnx_path: Path, shape: tuple[int, ...]) -> dict[str, Any]:
-        from edgedistill.export.tensorrt_check import assert_tensorrt_compatible, tensorrt_version_for_target
-
-        version = tensorrt_version_for_target(self.target.raw)
-        precision = bundle_precision(self.target, "tensorrt")
-        self.report(f"{role}: checking the graph against TensorRT {version} ({precision})")
-        warnings = assert_tensorrt_compatible(onnx_path, version, precision)
-        self.notes += [f"{role}: TensorRT {version}: {w}" for w in warnings]
-        engine = f"models/{role}.{precision}.engine"
-        entry = {"precision": precision, "engine": engine, "tensorrt_version": version,
-                 "warnings": [str(w) for w in warnings], "build_on_device": True}
-        if _tensorrt_and_gpu_here():
-            from deploy.trt_build import build_engine
-
-            self.report(f"{role}: building the TensorRT engine on this machine's GPU")
-            calibration = np.load(self.root / "calibration" / "calibration.npy") if precision == "int8" else None
-            entry["record"] = build_engine(onnx_path, self.root / engine, precision, shape,
-                                           self.root / "models" / "tensorrt.timing.cache", calibration)
-            entry["build_on_device"] = False
-        return {"tensorrt": entry}
-
-    def write_calibration(self, source: ModelSource) -> str:
-        samples = real_samples(source.checkpoint.data, "train", self.options.calibration_samples, self.options.data_dir,
-                               seed=1, allow_synthetic=False)
-        path = self.root / "calibration" / "calibration.npy"
-        path.parent.mkdir()
-        np.save(path, samples.inputs)
-        return samples.source
 
 
 def onnxruntime_version() -> str:
     import onnxruntime
 
     return onnxruntime.__version__
-
-
-def _tensorrt_and_gpu_here() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    from deploy.cudart import CudaRuntime
-
-    try:
-        CudaRuntime().device_name()
-    except Exception:  # no libcudart, no driver, or no GPU
-        return False
-    return True
 
 
 def export_bundle(source: str | Path, options: ExportOptions, report: Report | None = None) -> ExportSummary:
@@ -444,9 +334,9 @@ def _export_bundle(source: str | Path, options: ExportOptions, report: Report) -
     target = load_target(options.target)
     backend = _choose_backend(target, options.backend)
     _check_options(options, backend)
-    out = Path(options.out) if options.out else default_bundle_dir(source, target, backend)
+    out = Path(options.out) if options.out else default_bundle_dir(source, target, backend.name)
     _check_out_dir(out, options.overwrite, Path(source))
-    _check_toolchain(target, backend)
+    backend.check_toolchain(target)
     sources = resolve_sources(source, options.models, options.which, options.teacher_checkpoint)
     _check_input_shape(sources, options.image_size)
     first_source = next(iter(sources.values()))
@@ -458,15 +348,15 @@ def _export_bundle(source: str | Path, options: ExportOptions, report: Report) -
     results, entries = [], {}
     with atomic_directory(out, overwrite=options.overwrite) as root:
         builder = BundleBuilder(root, target, backend, options, report)
-        calibration = builder.write_calibration(first_source) if backend == "tensorrt" else None
+        calibration = backend.prepare(builder, first_source)
         for role, model_source in sources.items():
             result, entries[role] = builder.export_model(model_source, samples)
             results.append(result)
         data = first.data
         finish_bundle(root, {
             "target": target.raw,
-            "backend": backend,
-            "precision": bundle_precision(target, backend),
+            "backend": backend.name,
+            "precision": backend.precision(target),
             "input": {"name": onnx_export.INPUT_NAME, "shape": [options.batch, *first.input_shape], "dtype": "float32",
                       "layout": "NCHW", "mean": list(data["mean"]), "std": list(data["std"]),
                       "dynamic_batch": options.dynamic_batch},
@@ -474,9 +364,9 @@ def _export_bundle(source: str | Path, options: ExportOptions, report: Report) -
             "class_names": list(data["class_names"]),
             "dataset": data["name"],
             "parity_samples": samples.source,
-            "calibration": {"path": "calibration/calibration.npy", "source": calibration} if calibration else None,
+            "calibration": calibration,
             "models": entries,
             "notes": builder.notes,
         })
         size = directory_bytes(root)
-    return ExportSummary(str(out), target.name, backend, size, time.perf_counter() - start, samples.source, results, builder.notes)
+    return ExportSummary(str(out), target.name, backend.name, size, time.perf_counter() - start, samples.source, results, builder.notes)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy.backends.base import PRECISIONS
 from deploy.env import usable_cores
 from deploy.manifest import cpu_flags, normalise_arch
 from edgedistill.errors import EdgeDistillError
@@ -37,8 +38,6 @@ except ModuleNotFoundError:  # Python 3.10
 PACKAGE = "edgedistill.target_files"
 DEVICES = ("cpu", "gpu")
 ARCHES = ("x86_64", "aarch64")
-BACKENDS = ("onnxruntime", "tvm", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
 OPSET_RANGE = (7, 23)
 CROSS_TRIPLES = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}
 
@@ -195,10 +194,12 @@ def parse_target(data: Mapping[str, Any], source: str) -> Target:
             raise _fail(source, f"{key} must be a non-empty string", f'e.g. {key} = "..."')
     device = _choice(data, "device", DEVICES, source)
     arch = _choice(data, "arch", ARCHES, source)
+    from edgedistill.backends import backend_names  # the backends import this module
+
     backends = _strings(data, "backends", source)
-    bad = [b for b in backends if b not in BACKENDS]
+    bad = [b for b in backends if b not in backend_names()]
     if not backends or bad:
-        raise _fail(source, f"backends = {list(backends)} is not valid", "a non-empty list of: " + ", ".join(BACKENDS))
+        raise _fail(source, f"backends = {list(backends)} is not valid", "a non-empty list of: " + ", ".join(backend_names()))
     if "tensorrt" in backends and not isinstance(data.get("tensorrt"), Mapping):
         raise _fail(source, "backend tensorrt needs a [tensorrt] table", 'add [tensorrt] with version = "10.3"')
     tvm = data["tvm"]

@@ -106,3 +106,15 @@ def check_links_shared_library(compiler: str, timeout_s: float = 60.0) -> None:
             output = done.stdout + done.stderr
             raise ToolchainError(f"{os.path.basename(compiler)} cannot link a shared library: {diagnostic(output)}",
                                  failure_hint(compiler, output))
+
+
+ELF_MACHINES = {62: "x86_64", 183: "aarch64", 40: "arm"}
+
+
+def elf_machine(path: Path) -> str:
+    """The CPU architecture an ELF shared library was built for (from its header)."""
+    header = Path(path).read_bytes()[:20]
+    if header[:4] != b"\x7fELF":
+        raise ToolchainError(f"{Path(path).name} is not an ELF library", "re-export the bundle")
+    code = int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
+    return ELF_MACHINES.get(code, f"e_machine {code}")

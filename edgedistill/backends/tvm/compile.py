@@ -7,10 +7,10 @@
   ``tvm.runtime.load_module`` links it at load time.
 * GPU targets (Jetson) additionally get ``<stem>.cuda.<ext>``: aarch64 host code
   plus CUDA kernels, which TVM 0.27 ships as CUDA C and compiles on the device
-  (see :mod:`edgedistill.export.tvm_cuda`). :class:`TvmArtifact` records which
+  (see :mod:`edgedistill.backends.tvm.cuda`). :class:`TvmArtifact` records which
   devices got machine code here (``compiled_for``) and why the others did not.
 * ``tune_trials > 0`` tunes the CPU code with MetaSchedule and keeps the
-  database (see :mod:`edgedistill.export.tvm_tuning`).
+  database (see :mod:`edgedistill.backends.tvm.tuning`).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from edgedistill.errors import EdgeDistillError, ToolchainError, exception_line
-from edgedistill.export import tvm_cuda
+from edgedistill.backends.tvm import cuda as tvm_cuda
 from edgedistill.export.targets import Target, host_arch, host_can_run
-from edgedistill.export.tvm_import import FALLBACK_HINT, import_tvm, onnx_to_relax
-from edgedistill.export.tvm_tuning import apply_tuning, database_dir, default_tuning_dir, graph_hash
+from edgedistill.backends.tvm.onnx_import import FALLBACK_HINT, import_tvm, onnx_to_relax
+from edgedistill.backends.tvm.tuning import apply_tuning, database_dir, default_tuning_dir, graph_hash
 from edgedistill.toolchains import cc
 from edgedistill.utils.atomic import atomic_path
 

@@ -1,0 +1,99 @@
+"""The host half of a backend: what it needs here, which options it reads, how export prepares
+its artifact for a target, and whether bench can run that artifact on this machine.
+
+One :class:`HostBackend` per backend, registered under the same name as its device half
+(:mod:`deploy.backends`); the CLI's choices, the option checks, the export pipeline and bench all
+read :data:`HOST_BACKENDS`. Adding a backend: a module that calls :func:`register` (and its device
+module), imported in ``edgedistill/backends/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgedistill.utils.names import unknown_name
+
+if TYPE_CHECKING:
+    from deploy.manifest import Bundle
+    from edgedistill.export.parity import ParityReport
+    from edgedistill.export.samples import Samples
+    from edgedistill.export.targets import Target
+
+
+@dataclass
+class BuildContext:
+    """What a backend sees of the bundle being built: its temporary root, target, the export
+    options, a progress callback and the notes that end up in the manifest and summary."""
+
+    root: Path
+    target: Target
+    options: Any
+    report: Callable[[str], None]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CompileJob:
+    """One model to prepare: its verified ONNX file, the input shape, onnxruntime's outputs on the
+    parity samples (what a compiled artifact must reproduce) and the parity reports so far."""
+
+    role: str
+    onnx_path: Path
+    shape: tuple[int, ...]
+    ort_outputs: np.ndarray
+    samples: Samples
+    parity: list[ParityReport]
+
+
+def _nothing_to_compile(_ctx: BuildContext, _job: CompileJob) -> tuple[dict[str, Any], int | None]:
+    return {}, None
+
+
+@dataclass(frozen=True)
+class HostBackend:
+    name: str
+    summary: str
+    """One line for --help and 'edgedistill targets'."""
+    options: frozenset[str] = frozenset()
+    """Export options only this backend reads (an ExportOptions field each): given with another
+    backend, they are an error rather than silently ignored."""
+    check_toolchain: Callable[[Target], None] = lambda target: None
+    """Fail in a second, before any export, when a tool this backend needs here is missing."""
+    prepare: Callable[[BuildContext, Any], dict[str, Any] | None] = lambda ctx, first_source: None
+    """Bundle-wide files written before the models (e.g. a calibration set); returns the manifest's
+    ``calibration`` entry, or None."""
+    compile: Callable[[BuildContext, CompileJob], tuple[dict[str, Any], int | None]] = _nothing_to_compile
+    """The model's ``artifacts`` manifest entries and the compiled bytes (None: the ONNX is the artifact)."""
+    precision: Callable[[Target], str] = lambda target: "fp32"
+    runs_here: Callable[[Bundle], tuple[bool, str, str]] = lambda bundle: (True, "", "")
+    """Whether bench can run the bundle's artifacts on this machine: (ok, what stops it, what to do)."""
+
+
+HOST_BACKENDS: dict[str, HostBackend] = {}
+
+
+def register(backend: HostBackend) -> HostBackend:
+    if backend.name in HOST_BACKENDS:
+        raise ValueError(f"backend {backend.name!r} registered twice")
+    HOST_BACKENDS[backend.name] = backend
+    return backend
+
+
+def backend_names() -> list[str]:
+    return list(HOST_BACKENDS)
+
+
+def get_backend(name: str) -> HostBackend:
+    if name not in HOST_BACKENDS:
+        raise unknown_name("backend", name, HOST_BACKENDS)
+    return HOST_BACKENDS[name]
+
+
+def option_flag(field_name: str) -> str:
+    """``tune_trials`` -> ``--tune-trials``."""
+    return "--" + field_name.replace("_", "-")
