@@ -60,6 +60,22 @@ def result_entry(
     return row
 
 
+def bench_document(bundle: Bundle, environment: Dict[str, Any], method: Dict[str, Any], results: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The one way an edgedistill-bench/1 document is made, here, on a board or on the host."""
+    return {
+        "format": BENCH_FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "environment": environment,
+        "bundle": {
+            "target": bundle.target_name,
+            "created": bundle.manifest.get("created"),
+            "input_shape": list(bundle.input_shape),
+        },
+        "method": method,
+        "results": results,
+    }
+
+
 def bench_bundle(
     bundle: Bundle,
     backend: str,
@@ -102,15 +118,4 @@ def bench_bundle(
                 artifact_sha256=files.get(relative) or sha256_file(artifacts[model]),
             )
         )
-    return {
-        "format": BENCH_FORMAT,
-        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "environment": environment_record(max(used_threads.values())),
-        "bundle": {
-            "target": bundle.target_name,
-            "created": bundle.manifest.get("created"),
-            "input_shape": list(bundle.input_shape),
-        },
-        "method": config.to_dict(),
-        "results": results,
-    }
+    return bench_document(bundle, environment_record(max(used_threads.values())), config.to_dict(), results)

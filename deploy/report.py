@@ -50,6 +50,16 @@ HEADER = [
 ]
 
 
+def warnings(documents: List[Dict[str, Any]]) -> List[str]:
+    """What makes figures unreliable, for every renderer of bench documents (board and host alike)."""
+    found = []
+    if any(result["latency_ms"]["high_cv"] for document in documents for result in document["results"]):
+        found.append("high coefficient of variation (cv marked !): the machine was busy or throttling; rerun on a quiet machine")
+    if any((document.get("environment") or {}).get("emulated") for document in documents):
+        found.append("emulated machine: its timings mean nothing, only correctness does")
+    return found
+
+
 def format_table(document: Dict[str, Any]) -> str:
     """The results as aligned columns, then the teacher/student speed-up and warnings."""
     rows = [HEADER] + [_row_cells(result) for result in document["results"]]
@@ -61,8 +71,5 @@ def format_table(document: Dict[str, Any]) -> str:
         lines.append(f"speed-up of the student over the teacher (median latency): {ratio:.2f}x")
     env = document["environment"]
     lines.append(f"on {env['hostname']} ({env['machine']}, {env['cpu_model']}), governor {env['governor']}, {env['temperature_c']} °C")
-    if any(result["latency_ms"]["high_cv"] for result in document["results"]):
-        lines.append("warning: high coefficient of variation (marked !): the machine was busy or throttling; rerun")
-    if env.get("emulated"):
-        lines.append("warning: this machine is emulated: the timings mean nothing, only correctness does")
+    lines += [f"warning: {warning}" for warning in warnings([document])]
     return "\n".join(lines)

@@ -9,14 +9,12 @@ mean nothing, only the parity does.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from typing import Any
 
 import numpy as np
 
-from deploy import BENCH_FORMAT
-from deploy.bench import check_output, make_input, result_entry
+from deploy.bench import bench_document, check_output, make_input, result_entry
 from deploy.manifest import Bundle
 from deploy.measure import MeasureConfig, summarize
 from deploy.backends.onnxruntime_cpu import OnnxRuntimeRunner
@@ -81,11 +79,5 @@ def bench_remote(
             name, "tvm-rpc", environment.get("threads"), stats[name], {"file_bytes": artifact.stat().st_size}, entry,
             parity=parity[name], precision="fp32", artifact=bundle.relative(artifact),
         ))
-    return {
-        "format": BENCH_FORMAT,
-        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "environment": environment,
-        "bundle": {"target": bundle.target_name, "created": bundle.manifest.get("created"), "input_shape": list(bundle.input_shape)},
-        "method": {**config.to_dict(), "timer": "tvm time_evaluator on the board; samples are means of at least min_runs_per_sample runs"},
-        "results": results,
-    }
+    method = {**config.to_dict(), "timer": "tvm time_evaluator on the board; samples are means of at least min_runs_per_sample runs"}
+    return bench_document(bundle, environment, method, results)

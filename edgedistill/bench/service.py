@@ -167,8 +167,7 @@ def _pytorch_document(
             else:
                 paths[role] = Path(tmp) / f"{role}.pt"
                 save_model_checkpoint(paths[role], source)
-        return bench_pytorch(paths, bundle.input_shape, threads, options.config, options.memory,
-                             manifest_models=bundle.manifest["models"])
+        return bench_pytorch(bundle, paths, threads, options.config, options.memory)
 
 
 @dataclass

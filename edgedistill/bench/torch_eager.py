@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from deploy import BENCH_FORMAT
-from deploy.bench import result_entry
+from deploy.bench import bench_document, result_entry
 from deploy.env import environment_record
+from deploy.manifest import Bundle
 from deploy.measure import MeasureConfig, interleaved
 from edgedistill.checkpoints import load_model_checkpoint
 from edgedistill.errors import EdgeDistillError
@@ -32,18 +32,20 @@ def _memory(checkpoint: Path, shape: tuple[int, ...], threads: int, runs: int) -
 
 
 def bench_pytorch(
-    checkpoints: dict[str, Path], shape: tuple[int, ...], threads: int, config: MeasureConfig, memory: bool = True,
-    memory_runs: int = 10, manifest_models: dict[str, Any] | None = None,
+    bundle: Bundle, checkpoints: dict[str, Path], threads: int, config: MeasureConfig, memory: bool = True,
+    memory_runs: int = 10,
 ) -> dict[str, Any]:
-    """Measure the checkpoints' networks in eager mode, interleaved; same schema as deploy.bench."""
+    """Measure the networks ``bundle`` was exported from (their checkpoints) in eager mode, interleaved;
+    the same document as deploy.bench."""
     torch.set_num_threads(threads)
+    shape = bundle.input_shape
     x = torch.randn(shape)
     models = {role: load_model_checkpoint(path).build() for role, path in checkpoints.items()}
     with torch.inference_mode():
         stats = interleaved({role: (lambda m=m: m(x)) for role, m in models.items()}, config)
     results = []
     for role, model in models.items():
-        entry = (manifest_models or {}).get(role, {})
+        entry = bundle.model(role)
         weight_bytes = sum(p.numel() * p.element_size() for p in model.state_dict().values())
         mem = _memory(checkpoints[role], shape, threads, memory_runs) if memory else None
         if mem is not None:
@@ -51,4 +53,4 @@ def bench_pytorch(
         results.append(result_entry(role, "pytorch", threads, stats[role].to_dict(), mem, entry, precision="fp32"))
     env = environment_record(threads)
     env["runtimes"] = {**env.get("runtimes", {}), "torch": torch.__version__}
-    return {"format": BENCH_FORMAT, "environment": env, "method": config.to_dict(), "results": results}
+    return bench_document(bundle, env, config.to_dict(), results)

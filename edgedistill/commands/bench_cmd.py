@@ -130,6 +130,7 @@ def render_bench(documents: list[dict], wide: bool = False, console: Console | N
     threads, p99, the first run, RSS with onnxruntime's arena on and the weight bytes. The
     machine is a column only when there are several (else it is in the title).
     """
+    from deploy.report import warnings
     from edgedistill.bench.report import compare_documents, notes
 
     console = console or out_console
@@ -153,13 +154,10 @@ def render_bench(documents: list[dict], wide: bool = False, console: Console | N
              for c in comparisons],
             keys=keys - 1,
         ))
-    if any(r["latency_ms"]["high_cv"] for d in documents for r in d["results"]):
-        err_console.print("[yellow]warning:[/] high coefficient of variation (cv marked !): the machine was busy or throttling; "
-                          "rerun on a quiet machine")
+    for warning in warnings(documents):
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     for note in notes(documents):
-        err_console.print(f"note: {note}")
-    if any((d.get("environment") or {}).get("emulated") for d in documents):
-        err_console.print("[yellow]warning:[/] emulated board: its timings mean nothing, only correctness does")
+        err_console.print(f"note: {escape(note)}", highlight=False)
 
 
 COMMANDS = [bench_command]
