@@ -120,10 +120,11 @@ def _imports(path: Path):
 
 
 def test_deploy_never_imports_torch_or_edgedistill():
-    for path in sorted(DEPLOY_DIR.glob("*.py")):
+    for path in sorted(DEPLOY_DIR.rglob("*.py")):
         roots = {name.split(".", 1)[0] for name in _imports(path)}
         assert not roots & {"torch", "edgedistill", "onnx"}, f"{path.name} imports {roots & {'torch', 'edgedistill', 'onnx'}}"
-    modules = [f"deploy.{p.stem}" for p in sorted(DEPLOY_DIR.glob("*.py")) if p.stem not in ("__init__", "rpc_server")]
+    modules = [".".join(("deploy", *p.relative_to(DEPLOY_DIR).with_suffix("").parts)) for p in sorted(DEPLOY_DIR.rglob("*.py"))
+               if p.stem not in ("__init__", "rpc_server")]
     code = f"import sys; import {', '.join(modules)}; print([m for m in sys.modules if m.split('.')[0] in ('torch', 'edgedistill', 'onnx')])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
@@ -131,6 +132,6 @@ def test_deploy_never_imports_torch_or_edgedistill():
 
 def test_device_modules_parse_as_python_3_8():
     """JetPack 5 ships Python 3.8; the TVM RPC server needs TVM (Python >= 3.10) anyway."""
-    for path in sorted(DEPLOY_DIR.glob("*.py")):
+    for path in sorted(DEPLOY_DIR.rglob("*.py")):
         if path.stem != "rpc_server":
             ast.parse(path.read_text(), filename=str(path), feature_version=(3, 8))

@@ -21,6 +21,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from deploy.rpc_protocol import BOARD_INFO_FUNC
 from edgedistill.bench import rpc
 
 KEY = "x86-test"
@@ -365,7 +366,7 @@ def test_a_board_without_the_targets_cpu_features_is_refused() -> None:
     import json
 
     info = json.dumps({"machine": "x86_64", "cpu_flags": ["sse2", "avx", "avx2"], "emulated": False})
-    board = _fake_board({rpc.wire.BOARD_INFO_FUNC: info})
+    board = _fake_board({BOARD_INFO_FUNC: info})
     avx512 = {"name": "x86-avx512", "arch": "x86_64", "tvm": {"target": {"kind": "llvm", "mattr": ["+avx512f"]}}}
     with pytest.raises(rpc.RPCError, match="lacks the CPU features avx512f"):
         rpc.check_board_target(board, avx512)
