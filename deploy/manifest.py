@@ -13,7 +13,7 @@ import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from deploy import BUNDLE_FORMAT
 from deploy.errors import DeployError
@@ -32,16 +32,6 @@ _ARCH_ALIASES = {
     "arm": "armv7",
     "armhf": "armv7",
 }
-
-#: LLVM feature names that differ from the kernel's cpuinfo flag names.
-_LLVM_TO_CPUINFO = {
-    "sse4.1": "sse4_1",
-    "sse4.2": "sse4_2",
-    "neon": "asimd",
-    "dotprod": "asimddp",
-    "fullfp16": "asimdhp",
-}
-
 
 def default_bundle_dir() -> Path:
     """The bundle this copy of deploy/ lives in."""
@@ -102,45 +92,17 @@ def normalise_arch(name: str) -> str:
     return _ARCH_ALIASES.get(name.lower(), name.lower())
 
 
-def _walk(obj: Any) -> Iterator[Tuple[str, Any]]:
-    """All (key, value) pairs of nested dicts/lists, depth first."""
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            yield str(key), value
-            yield from _walk(value)
-    elif isinstance(obj, list):
-        for item in obj:
-            yield from _walk(item)
-
-
 def target_arch(target: Mapping[str, Any]) -> Optional[str]:
-    """The CPU architecture a target was built for, from whichever key states it.
-
-    Targets state it as ``arch``/``machine`` or through the LLVM triple of
-    their TVM target (``mtriple = "aarch64-linux-gnu"``); values that are not
-    CPU architectures (a GPU ``arch = "sm_87"``) are skipped.
-    """
-    known = set(_ARCH_ALIASES.values())
-    for keys, pick in ((("arch", "machine"), lambda v: v), (("mtriple",), lambda v: v.split("-", 1)[0])):
-        for key, value in _walk(dict(target)):
-            if key in keys and isinstance(value, str) and normalise_arch(pick(value)) in known:
-                return normalise_arch(pick(value))
-    return None
+    """The CPU architecture a bundle's target was compiled for: its ``arch``, as the exporter wrote
+    it from the target's TOML (``edgedistill.export.targets``), normalised; None if unstated."""
+    arch = target.get("arch")
+    return normalise_arch(arch) if isinstance(arch, str) else None
 
 
 def required_cpu_flags(target: Mapping[str, Any]) -> List[str]:
-    """cpuinfo flags implied by the target's LLVM ``mattr`` (``+avx512f`` ...)."""
-    flags: List[str] = []
-    for key, value in _walk(dict(target)):
-        if key != "mattr":
-            continue
-        items = value.split(",") if isinstance(value, str) else list(value)
-        for item in items:
-            item = str(item).strip()
-            if item.startswith("+"):
-                feature = item[1:].lower()
-                flags.append(_LLVM_TO_CPUINFO.get(feature, feature.replace(".", "_")))
-    return sorted(set(flags))
+    """The /proc/cpuinfo flags the target's code needs: its TOML's ``[cpu] flags``."""
+    flags = (target.get("cpu") or {}).get("flags") or []
+    return sorted({str(flag) for flag in flags})
 
 
 def cpu_flags(cpuinfo: Optional[str] = None) -> Optional[set]:
@@ -208,11 +170,9 @@ class Bundle:
 
     @property
     def default_threads(self) -> Optional[int]:
-        """Threads the target asks for, when its TOML states them."""
-        for key, value in _walk(dict(self.manifest.get("target") or {})):
-            if key == "threads" and isinstance(value, int) and value > 0:
-                return value
-        return None
+        """Threads the target asks for (its TOML's ``threads``)."""
+        threads = (self.manifest.get("target") or {}).get("threads")
+        return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
 
     @property
     def input_shape(self) -> Tuple[int, ...]:

@@ -1,12 +1,9 @@
 """Shared builders for the deploy tests (no tests here): small real ONNX models
-exported with torch, and bundles assembled by hand the way ``edgedistill
-export`` lays them out (manifest with SHA-256 of every file, a copy of deploy/).
+exported with torch, and bundles around them finished by the exporter's own code.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import warnings
 from pathlib import Path
@@ -62,27 +59,30 @@ def compile_tvm(onnx_path: Path, out: Path) -> Path:
     return out
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def make_bundle(
     root: Path,
     models: Dict[str, Path],
     tvm: Optional[Dict[str, Path]] = None,
-    target: Optional[dict] = None,
+    target: str = "host",
     backend: str = "onnxruntime",
 ) -> Path:
-    """Lay out a bundle in ``root``: models/, a copy of deploy/, manifest.json with hashes."""
+    """A bundle in ``root`` from ready ONNX files (and TVM libraries), finished by the exporter's own
+    code: the target's record as export writes it, TVM entries from :class:`TvmArtifact`, and
+    :func:`finish_bundle` for deploy/, requirements, README and the manifest with every file's hash."""
+    from edgedistill.backends.tvm.compile import TvmArtifact
+    from edgedistill.export.bundle import finish_bundle
+    from edgedistill.export.targets import load_target
+
+    spec = load_target(target)
     (root / "models").mkdir(parents=True)
-    shutil.copytree(DEPLOY_DIR, root / "deploy", ignore=shutil.ignore_patterns("__pycache__"))
     entries = {}
     for name, onnx_path in models.items():
         shutil.copy(onnx_path, root / "models" / f"{name}.onnx")
         artifacts = {"tensorrt": {"build_on_device": True, "precision": "fp16", "engine": f"models/{name}.fp16.engine"}}
         if tvm and name in tvm:
-            shutil.copy(tvm[name], root / "models" / f"{name}.tvm.so")
-            artifacts["tvm"] = {"path": f"models/{name}.tvm.so", "format": "so", "compiled_for": ["cpu"], "not_compiled": []}
+            library = root / "models" / f"{name}.tvm.so"
+            shutil.copy(tvm[name], library)
+            artifacts["tvm"] = TvmArtifact(library, "so", spec.tvm_cpu_target, ["cpu"], {}).manifest(root)
         entries[name] = {
             "onnx": f"models/{name}.onnx",
             "artifacts": artifacts,
@@ -92,23 +92,13 @@ def make_bundle(
             "arch": "tiny",
             "cheap": "depthwise" if name == "student" else None,
         }
-    files = {
-        path.relative_to(root).as_posix(): sha256(path)
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and "__pycache__" not in path.parts
-    }
-    manifest = {
-        "format": "edgedistill-bundle/1",
-        "created": "2026-11-25T12:00:00Z",
-        "target": target if target is not None else {"name": "host", "tvm": {"kind": "llvm", "mtriple": "x86_64-linux-gnu"}},
+    finish_bundle(root, {
+        "target": spec.raw,
         "backend": backend,
         "precision": "fp32",
         "input": {"name": "input", "shape": list(INPUT_SHAPE), "dtype": "float32", "layout": "NCHW"},
         "output": {"name": "logits", "shape": [1, CLASSES]},
         "class_names": [str(i) for i in range(CLASSES)],
         "models": entries,
-        "files": files,
-        "versions": {},
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    })
     return root

@@ -61,27 +61,30 @@ def test_wrong_format_or_no_manifest(tmp_path, bundle_dir):
 
 
 def test_aarch64_bundle_is_refused_on_x86_unless_forced(tmp_path, onnx_model):
-    target = {"name": "rpi4", "cpu": "cortex-a72", "tvm": {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}}
-    root = make_bundle(tmp_path / "arm", {"student": onnx_model}, target=target)
+    root = make_bundle(tmp_path / "arm", {"student": onnx_model}, target="rpi4")
     with pytest.raises(DeployError, match=r"target 'rpi4' \(aarch64\) but this machine is x86_64"):
         check_target(json.loads((root / "manifest.json").read_text()), machine="x86_64")
     check_target(json.loads((root / "manifest.json").read_text()), machine="arm64")  # alias of aarch64
     assert Bundle.load(root, force=True).target_name == "rpi4"
 
 
-def test_target_arch_ignores_gpu_arch_and_reads_the_triple():
-    assert target_arch({"gpu": {"arch": "sm_87"}, "tvm": {"host": {"mtriple": "aarch64-linux-gnu"}}}) == "aarch64"
+def test_the_device_reads_the_target_record_the_exporter_wrote():
+    from edgedistill.export.targets import list_targets
+
+    for target in list_targets():  # every shipped target, as export writes it into a manifest
+        assert target_arch(target.raw) == target.arch
+        assert required_cpu_flags(target.raw) == sorted(target.cpu_flags)
     assert target_arch({"arch": "amd64"}) == "x86_64"
     assert target_arch({"name": "mystery"}) is None
 
 
-def test_cpu_features_required_by_mattr():
-    target = {"name": "x86-avx512", "tvm": {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mattr": ["+avx512f", "+sse4.2", "-avx"]}}
-    assert required_cpu_flags(target) == ["avx512f", "sse4_2"]
-    manifest = {"target": target}
-    check_target(manifest, machine="x86_64", flags={"avx512f", "sse4_2"})
-    with pytest.raises(DeployError, match="lacks avx512f"):
-        check_target(manifest, machine="x86_64", flags={"sse4_2", "avx2"})
+def test_cpu_features_the_target_needs():
+    from edgedistill.export.targets import load_target
+
+    manifest = {"target": load_target("x86-avx512").raw}
+    check_target(manifest, machine="x86_64", flags={"avx2", "fma", "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"})
+    with pytest.raises(DeployError, match="lacks avx512bw"):
+        check_target(manifest, machine="x86_64", flags={"avx2", "fma", "avx512f", "avx512cd", "avx512dq", "avx512vl"})
 
 
 def test_tensorrt_engine_path_and_missing_artifacts(bundle_dir):

@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from deploy.rpc_protocol import BOARD_INFO_FUNC
 from edgedistill.bench import rpc
+from edgedistill.export.targets import load_target
 
 KEY = "x86-test"
 LIFETIME_S = 180.0
@@ -280,8 +281,8 @@ def test_tracker_process_exits_when_its_parent_closes_stdin() -> None:
 
 # --- the board's architecture is checked before anything is uploaded ---------------------------
 
-HOST_TARGET = {"name": "host", "arch": platform.machine(), "tvm": {"target": {"kind": "llvm", "mtriple": "x86_64-linux-gnu"}}}
-PI_TARGET = {"name": "rpi4", "arch": "aarch64", "tvm": {"target": {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}}}
+HOST_TARGET = load_target("host").raw  # target records as the exporter writes them into a manifest
+PI_TARGET = load_target("rpi4").raw
 
 # deploy.rpc_server on this host, but telling the world it is an arm64 board (as a Pi would)
 _FOREIGN = ("import platform, runpy, sys; platform.machine = lambda: 'aarch64'; "
@@ -367,7 +368,7 @@ def test_a_board_without_the_targets_cpu_features_is_refused() -> None:
 
     info = json.dumps({"machine": "x86_64", "cpu_flags": ["sse2", "avx", "avx2"], "emulated": False})
     board = _fake_board({BOARD_INFO_FUNC: info})
-    avx512 = {"name": "x86-avx512", "arch": "x86_64", "tvm": {"target": {"kind": "llvm", "mattr": ["+avx512f"]}}}
+    avx512 = {"name": "x86-avx512", "arch": "x86_64", "cpu": {"flags": ["avx512f"]}}
     with pytest.raises(rpc.RPCError, match="lacks the CPU features avx512f"):
         rpc.check_board_target(board, avx512)
-    rpc.check_board_target(board, {**avx512, "tvm": {"target": {"kind": "llvm", "mattr": ["+avx2"]}}})
+    rpc.check_board_target(board, {**avx512, "cpu": {"flags": ["avx2"]}})
