@@ -90,3 +90,34 @@ def test_every_backend_has_both_halves() -> None:
     assert set(host.backend_names()) == set(device.backend_names())
     for name in host.backend_names():
         assert host.get_backend(name).summary and device.get_backend(name).requirements
+
+
+def _target_for(backend: str) -> str:
+    """A shipped target that lists ``backend``, this machine's own when it does."""
+    from edgedistill.export.targets import list_targets, load_target
+
+    if backend in load_target("host").backends:
+        return "host"
+    return next(t.name for t in list_targets() if backend in t.backends)
+
+
+@pytest.mark.parametrize("backend", host.backend_names())
+def test_every_registered_backend_exports_and_runs_where_it_can(backend: str, mutual_run: Path, tmp_path: Path) -> None:
+    from deploy.manifest import Bundle
+    from edgedistill.export.pipeline import ExportOptions, export_bundle
+
+    summary = export_bundle(mutual_run, ExportOptions(target=_target_for(backend), backend=backend, out=str(tmp_path / "b"),
+                                                      models=("student",), parity_samples=4, calibration_samples=8,
+                                                      lowering="trained"))
+    bundle = Bundle.load(Path(summary.bundle), force=True)
+    assert bundle.manifest["backend"] == backend
+    assert (Path(summary.bundle) / "requirements.txt").read_text().splitlines() == list(device.get_backend(backend).requirements)
+    ok, why, hint = host.get_backend(backend).runs_here(bundle)
+    if not ok:
+        assert why and hint  # a backend that cannot run here says why and what to do instead
+        return
+    bench = run_cli(["bench", summary.bundle, "--backend", backend, "--model", "student", "--no-memory", "--no-plot",
+                     "--runs", "5", "--min-time", "0.05", "--repeats", "1", "--warmup-runs", "1", "--warmup-time", "0", "--json"])
+    assert bench.exit_code == 0, bench.stderr
+    (document,) = json.loads(bench.stdout)["documents"]
+    assert [r["backend"] for r in document["results"]] == [backend]
