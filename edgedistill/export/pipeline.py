@@ -11,10 +11,8 @@ when every step has succeeded.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,18 +22,17 @@ from typing import Any
 import numpy as np
 
 from deploy import BUNDLE_FORMAT
-from deploy.env import usable_cores
 from deploy.manifest import sha256_file
-from deploy.measure import MeasureConfig, interleaved
 from deploy.backends.onnxruntime_cpu import OnnxRuntimeRunner
 from edgedistill.backends import HOST_BACKENDS, BuildContext, CompileJob, HostBackend, get_backend, option_flag
 from edgedistill.errors import EdgeDistillError, Interrupted, exception_line
 from edgedistill.export import lowering, onnx_export
+from edgedistill.export.form_choice import choose_form
 from edgedistill.export.bundle import directory_bytes, finish_bundle
 from edgedistill.export.parity import compare, require, run_batched
 from edgedistill.export.samples import Samples, real_samples
 from edgedistill.export.sources import MODEL_ROLES, ModelSource, resolve_sources
-from edgedistill.export.targets import Target, host_can_run, load_target
+from edgedistill.export.targets import Target, load_target
 from edgedistill.models import complexity
 from edgedistill.utils.atomic import atomic_directory
 
@@ -217,7 +214,10 @@ class BundleBuilder(BuildContext):
             "mean": list(data["mean"]), "std": list(data["std"]), "input_layout": "NCHW", "dataset": data["name"],
         }
         reference = self._torch_outputs(model, samples.inputs)
-        choice = self._choose_lowering(role, model, checkpoint.spec.to_dict(), shape, samples, reference)
+        form_notes: list[str] = []
+        choice = choose_form(model, checkpoint.spec.to_dict(), self.target, self.options.lowering, samples.inputs, reference,
+                             self.options.batch, self.root, lambda message: self.report(f"{role}: {message}"), form_notes)
+        self.notes += [f"{role}: {note}" for note in form_notes]
         self.report(f"{role}: exporting {checkpoint.spec.describe()} to ONNX (opset {self.target.onnx_opset}, {choice.form} form)")
         exported = onnx_export.export_onnx(choice.model, shape, onnx_path, opset=self.target.onnx_opset,
                                            dynamic_batch=self.options.dynamic_batch, metadata={**metadata, "lowering": choice.form})
@@ -252,59 +252,6 @@ class BundleBuilder(BuildContext):
         )
         return result, entry
 
-    def _choose_lowering(self, role: str, model: Any, spec: dict[str, Any], shape: tuple[int, ...], samples: Samples,
-                         reference: np.ndarray) -> lowering.LoweringChoice:
-        """The requested form, or (auto) each candidate form exported, checked against the trained
-        network and timed interleaved with onnxruntime on this machine; the fastest ships."""
-        requested = self.options.lowering
-        if requested != lowering.AUTO:
-            return lowering.fixed_choice(model, requested, "requested")
-        forms = lowering.candidate_forms(model)
-        if len(forms) == 1:
-            return lowering.fixed_choice(model, forms[0], "the only form")
-        can_run, why = host_can_run(self.target)
-        if not can_run:
-            return lowering.unmeasured_choice(model, f"{why}; no board to time it on")
-        threads = min(self.target.threads, usable_cores())
-        facts = {"model": spec, "shape": shape, "target": self.target.raw, "threads": threads, "forms": forms,
-                 "onnxruntime": onnxruntime_version(), "opset": self.target.onnx_opset}
-        key = lowering.cache_key(**facts)
-        cached = lowering.cached_choice(key)
-        if cached:
-            choice = lowering.fixed_choice(model, str(cached["form"]), f"cached: {cached['how']}, {cached['measured']}")
-            choice.median_ms = dict(cached.get("median_ms") or {})
-            return choice
-        chosen = self._time_forms(role, model, forms, shape, samples, reference, threads)
-        if chosen.median_ms:
-            lowering.remember_choice(key, chosen, facts)
-        return chosen
-
-    def _time_forms(self, role: str, model: Any, forms: list[str], shape: tuple[int, ...], samples: Samples,
-                    reference: np.ndarray, threads: int) -> lowering.LoweringChoice:
-        runners, choices = {}, {}
-        with tempfile.TemporaryDirectory(prefix=f".{role}-lowering-", dir=self.root) as tmp:
-            for form in forms:
-                choice = lowering.fixed_choice(model, form, "")
-                self.report(f"{role}: trying the {form} form")
-                path = onnx_export.export_onnx(choice.model, shape, Path(tmp) / f"{form}.onnx", opset=self.target.onnx_opset).path
-                outputs = run_batched(OnnxRuntimeRunner(path, threads=1).run, samples.inputs, self.options.batch)
-                check = compare(reference, outputs, ("pytorch", f"onnxruntime ({form} form)"))
-                if not check.passed:
-                    self.notes.append(f"{role}: the {form} form failed parity ({check.max_abs_diff:.1e}) and was not considered")
-                    continue
-                runners[form], choices[form] = OnnxRuntimeRunner(path, threads=threads), choice
-            x = samples.inputs[: self.options.batch]
-            self.report(f"{role}: timing {', '.join(runners)} with onnxruntime ({threads} threads)")
-            stats = interleaved({form: functools.partial(r.run, x) for form, r in runners.items()}, MeasureConfig.quick())
-        medians = {form: s.median_ms for form, s in stats.items()}
-        if not medians:  # not even the trained form passed: let the parity gate below say so
-            return lowering.fixed_choice(model, "trained", "every form failed parity")
-        best = min(medians, key=medians.__getitem__)
-        chosen = choices[best]
-        chosen.how = f"measured on this machine with onnxruntime, {threads} threads"
-        chosen.median_ms = medians
-        return chosen
-
     @staticmethod
     def _torch_outputs(model: Any, inputs: np.ndarray) -> np.ndarray:
         import torch
@@ -312,12 +259,6 @@ class BundleBuilder(BuildContext):
         with torch.no_grad():
             return model(torch.from_numpy(inputs)).numpy()
 
-
-
-def onnxruntime_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
 
 
 def export_bundle(source: str | Path, options: ExportOptions, report: Report | None = None) -> ExportSummary:
