@@ -8,6 +8,7 @@ can be repeated with ``edgedistill train --config RUN_DIR/config.yaml``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ class TrainConfig:
     model: str = "resnet20"
     kind: str = "shift"
     groups: int = 4
+    keep: list[str] = field(default_factory=list)
+    """Convs (names as in ``model.named_modules()``) the student keeps standard, besides the stem."""
     method: str = "od"
     students: int = 4
     network: str = "student"
@@ -62,24 +65,63 @@ class TrainConfig:
     out: str | None = None
 
     def validate(self) -> TrainConfig:
+        """One clear error for the first nonsensical setting, before any data is read or file written."""
+        see = "see 'edgedistill train --help'"
+        numbers = {"lr": self.lr, "momentum": self.momentum, "weight-decay": self.weight_decay, "gamma": self.gamma,
+                   "temperature": self.temperature, "kl-weight": self.kl_weight, "val-size": self.val_size}
+        for name, value in numbers.items():
+            if not math.isfinite(value):
+                raise EdgeDistillError(f"invalid configuration: --{name} must be a finite number, got {value}", see)
         checks = [
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.lr > 0, "--lr must be positive"),
-            (self.temperature > 0, "--temperature must be positive"),
-            (self.kl_weight >= 0, "--kl-weight must be ≥ 0"),
-            (self.students >= 1, "--students must be at least 1"),
+            (self.epochs >= 1, "--epochs must be at least 1", "e.g. --epochs 2 (the paper trains 300)"),
+            (self.batch_size >= 1, "--batch-size must be at least 1", "e.g. --batch-size 128 (the paper's)"),
+            (self.lr > 0, "--lr must be positive", "e.g. --lr 0.1 (the paper's)"),
+            (self.momentum >= 0, "--momentum must be ≥ 0", "e.g. --momentum 0.9 (the paper's); 0 for plain SGD"),
+            (self.weight_decay >= 0, "--weight-decay must be ≥ 0", "e.g. --weight-decay 2e-4 (the paper's); 0 for none"),
+            (self.gamma > 0, "--gamma must be positive", "the multistep decay factor, e.g. --gamma 0.1"),
+            (self.temperature > 0, "--temperature must be positive", "e.g. --temperature 4 (the paper's)"),
+            (self.kl_weight >= 0, "--kl-weight must be ≥ 0", "e.g. --kl-weight 1; 0 switches distillation off"),
+            (self.students >= 1, "--students must be at least 1", "e.g. --students 4 (the paper's m)"),
+            (self.kind != "group" or self.groups >= 2, f"--groups {self.groups} gives no saving",
+             "use --groups 2 or more (default 4)"),
             (self.val_size >= 0 and (self.val_size < 1 or self.val_size == int(self.val_size)),
-             "--val-size is a count (a whole number) or a fraction below 1"),
-            (self.schedule in ("multistep", "cosine", "constant"), "--schedule is multistep, cosine or constant"),
-            (all(0 < m < 1 for m in self.milestones), "milestones are fractions of the run, between 0 and 1"),
-            (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "--device is auto, cpu or cuda"),
+             "--val-size is a count (a whole number) or a fraction below 1", "e.g. --val-size 0.1, or 0 for no validation split"),
+            (self.limit is None or self.limit >= 1, "--limit must be at least 1 image", "leave it out to use every image"),
+            (self.image_size is None or self.image_size >= 1, "--image-size must be at least 1 pixel",
+             "leave it out to use the dataset's size (e.g. 32)"),
+            (self.threads is None or self.threads >= 1, "--threads must be at least 1",
+             "leave it out to let torch choose, or e.g. --threads 2"),
+            (0 <= self.seed < 2**32, "--seed must be between 0 and 2^32 - 1", "e.g. --seed 0"),
+            (self.schedule in ("multistep", "cosine", "constant"), "--schedule is multistep, cosine or constant", see),
+            (all(0 < m < 1 for m in self.milestones), "milestones are fractions of the run, between 0 and 1",
+             "e.g. --milestones 0.5,0.75"),
             (self.method != "kd" or self.teacher_checkpoint is not None,
-             "--method kd needs --teacher-checkpoint (a run of '--method alone --network teacher')"),
+             "--method kd needs --teacher-checkpoint (a run of '--method alone --network teacher')",
+             "train a teacher first: edgedistill train --method alone --network teacher"),
         ]
-        for ok, message in checks:
+        for ok, message, hint in checks:
             if not ok:
-                raise EdgeDistillError(f"invalid configuration: {message}")
+                raise EdgeDistillError(f"invalid configuration: {message}", hint)
+        from edgedistill.cheap import CHEAP_KINDS
+        from edgedistill.distill.methods import METHODS
+        from edgedistill.distill.runtime import check_device_name
+        from edgedistill.models import model_names
+
+        trainable = [name for name in model_names() if name not in UNTRAINABLE_MODELS]
+        if self.model not in trainable:
+            error = unknown_name("model", self.model, trainable)
+            if self.model in UNTRAINABLE_MODELS:
+                error.hint = (f"'{self.model}' is built by --method od around its students, not a --model; "
+                              f"give the students' architecture, e.g. --model resnet20 --method od")
+            raise error
+        if self.kind not in CHEAP_KINDS:
+            raise unknown_name("cheap convolution kind", self.kind, CHEAP_KINDS)
+        METHODS.get(self.method)  # unknown name: "did you mean"
+        from edgedistill.data import dataset_names
+
+        if self.dataset not in dataset_names():
+            raise unknown_name("dataset", self.dataset, dataset_names())
+        check_device_name(self.device)
         return self
 
     @property
@@ -100,6 +142,10 @@ class TrainConfig:
                 raise unknown_name(f"setting in {source}", key, fields)
             settings[name] = _coerce(name, value, str(fields[name].type), source)
         return cls(**settings)
+
+
+UNTRAINABLE_MODELS = ("online-teacher",)
+"""Registered so that checkpoints rebuild, but made by a method, not trainable as ``--model``."""
 
 
 def _coerce(name: str, value: Any, annotation: str, source: str) -> Any:
@@ -131,6 +177,7 @@ _CONVERTERS: dict[str, tuple[Any, str]] = {
     "bool": (_boolean, "true or false"),
     "str": (str, "text"),
     "list[float]": (lambda v: [float(x) for x in v], "a list of numbers"),
+    "list[str]": (lambda v: [v] if isinstance(v, str) else [str(x) for x in v], "a list of names"),
 }
 
 

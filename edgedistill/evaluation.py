@@ -10,7 +10,7 @@ import torch
 from edgedistill.checkpoints import load_model_checkpoint, resolve_checkpoint
 from edgedistill.data import BatchLoader, BatchTransform, load_dataset
 from edgedistill.config import TrainConfig, read_config_file
-from edgedistill.distill.runtime import Runtime
+from edgedistill.distill.runtime import Runtime, pick_device
 from edgedistill.distill.trainer import top1
 from edgedistill.errors import DataError, EdgeDistillError
 from edgedistill.models import complexity
@@ -53,9 +53,12 @@ def evaluate_checkpoint(
     limit: int | None = None,
     device: str = "cpu",
 ) -> EvalResult:
+    if limit is not None and limit < 1:
+        raise EdgeDistillError(f"--limit must be at least 1 image, got {limit}", "leave it out to evaluate on the whole split")
+    torch_device = pick_device(device)  # an unknown name, or CUDA asked for where there is none: before any reading
     checkpoint_path = resolve_checkpoint(path, role, which)
     checkpoint = load_model_checkpoint(checkpoint_path)
-    model = checkpoint.build(device)
+    model = checkpoint.build(torch_device)
     data = checkpoint.data
     carving = _run_split_settings(checkpoint_path) if split == "val" else {"val_size": 0, "seed": 0, "limit": None}
     splits = load_dataset(data["name"], data_dir, image_size=int(data["image_size"]), **carving)
@@ -67,8 +70,11 @@ def evaluate_checkpoint(
     dataset = getattr(splits, split)
     if limit is not None:
         dataset = dataset.subset(torch.arange(min(limit, len(dataset))))
-    batches = BatchLoader(dataset, batch_size, BatchTransform(splits.spec, train=False), device=device)
-    accuracy = top1(lambda x: {"net": model(x)}, batches, Runtime(torch.device(device)))["net"] if len(dataset) else 0.0
+    if not len(dataset):
+        raise DataError(f"the {split} split of {data['name']} is empty: nothing to evaluate",
+                        "use --split test" if split == "val" else "check the dataset files")
+    batches = BatchLoader(dataset, batch_size, BatchTransform(splits.spec, train=False), device=torch_device)
+    accuracy = top1(lambda x: {"net": model(x)}, batches, Runtime(torch_device))["net"]
     cost = complexity(model, (1, *checkpoint.input_shape))
     return EvalResult(
         str(checkpoint_path), checkpoint.spec.describe(), data["name"], split, len(dataset),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from edgedistill.distill.methods import Method
 from edgedistill.distill.rundir import RunDir
 from edgedistill.distill.runtime import Runtime, training_runtime
 from edgedistill.distill.trainer import BestTracker, EpochReporter, Trainer, epoch_seed, top1
-from edgedistill.errors import EdgeDistillError
+from edgedistill.errors import CheckpointError, EdgeDistillError, Interrupted
 from edgedistill.models import complexity
 from edgedistill.utils.atomic import save_with, write_json_atomic, write_text_atomic
 
@@ -62,10 +63,29 @@ class TrainSummary:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainSummary:
+        """The summary a finished run saved (``RUN_DIR/summary.json``)."""
+        networks = [NetworkResult(**n) for n in data.get("networks", [])]
+        return cls(**{**data, "networks": networks})
+
 
 def default_run_dir(cfg: TrainConfig) -> Path:
+    """``runs/<time>-<method>-<model>-<kind>``, with a ``-2``, ``-3`` ... when that is taken."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stamp}-{cfg.method}-{cfg.model}-{cfg.kind}"
+    base = Path("runs") / f"{stamp}-{cfg.method}-{cfg.model}-{cfg.kind}"
+    path, n = base, 1
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # every process must pick the same name
+    while path.exists() and not distributed:
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def holds_run(path: str | Path) -> bool:
+    """Whether ``path`` is (the start of) a training run: it has a config.yaml or a training state."""
+    run = RunDir(path)
+    return run.config.is_file() or run.train_state.exists()
 
 
 def make_optimizer(cfg: TrainConfig, method: nn.Module) -> torch.optim.Optimizer:
@@ -118,6 +138,29 @@ class TrainingSession:
         self.tracker = BestTracker()
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
+        self.epoch: int | None = None
+        """The epoch running now (None before the first and after the last)."""
+
+    def describe(self) -> str:
+        """One line for the log: what is trained, on what data and device, and how long an epoch is."""
+        specs = self.method.specs
+        counts: dict[str, int] = {}
+        for name, spec in specs.items():
+            if spec.arch != "online-teacher":
+                counts[spec.describe()] = counts.get(spec.describe(), 0) + 1
+        networks = " + ".join(f"{n} × {d}" if n > 1 else d for d, n in counts.items())
+        if "online-teacher" in specs:
+            networks += " + their online teacher"
+        data, cfg = self.data, self.cfg
+        steps = len(self.train_loader)
+        start = f", resuming at epoch {self.start_epoch + 1}" if self.start_epoch else ""
+        return (
+            f"training {cfg.method}: {networks} on {data.spec.name} ({len(data.train)} train / {len(data.val)} val images, "
+            f"{data.spec.in_channels}×{data.spec.image_size}×{data.spec.image_size}), {self.runtime.device}"
+            f"{f' × {self.runtime.world_size} processes' if self.runtime.distributed else ''}; "
+            f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} of {steps} steps × {cfg.batch_size} images{start} "
+            f"-> {self.run.path}"
+        )
 
     def _loader(self, data: ImageDataset, transform: BatchTransform, **kwargs: Any) -> BatchLoader:
         defaults = {"shuffle": False, "drop_last": False, "even_shards": False}
@@ -160,9 +203,15 @@ class TrainingSession:
             if not self.run.config.is_file():
                 raise EdgeDistillError(f"nothing to resume in {self.run.path}", "start a new run without --resume")
             return
-        state = load_training_state(self.run.train_state)
+        # The very command that failed cannot be the fix: say what to do instead.
+        instead = (f"start a new run with another --out, or delete {self.run.train_state} yourself to restart "
+                   f"this run from its first epoch (edgedistill train --resume --out {self.run.path})")
+        try:
+            state = load_training_state(self.run.train_state)
+        except CheckpointError as exc:
+            raise CheckpointError(exc.message.replace("checkpoint", "training state", 1), instead) from exc
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise EdgeDistillError(f"{self.run.train_state} is not an edgedistill training state", "start a new run")
+            raise CheckpointError(f"{self.run.train_state} is not an edgedistill training state", instead)
         # The LR schedule is laid out over --epochs, so a resumed run keeps its length.
         saved = {k: v for k, v in state["config"].items() if k not in ("out", "device", "threads")}
         current = {k: v for k, v in self.cfg.to_dict().items() if k in saved}
@@ -184,6 +233,7 @@ class TrainingSession:
     def fit(self) -> None:
         has_val = len(self.data.val) > 0
         for epoch in range(self.start_epoch, self.cfg.epochs):
+            self.epoch = epoch
             lr = self.trainer.optimizer.param_groups[0]["lr"]
             record: dict[str, Any] = {"epoch": epoch, "lr": lr, **self.trainer.train_epoch(epoch)}
             record["val_top1"] = self.trainer.evaluate(self.trainer.val_batches) if has_val else {}
@@ -197,6 +247,7 @@ class TrainingSession:
                 self.run.write_metrics(self.history)
             self.trainer.reporter.end_epoch(record)
             self.runtime.barrier()
+        self.epoch = None
 
     def finish(self, seconds: float) -> TrainSummary:
         """Select the student, test every network's best weights once, write the deployables."""
@@ -270,18 +321,55 @@ def prepare_run_dir(cfg: TrainConfig, resume: bool) -> RunDir:
     return run
 
 
+def check_networks(cfg: TrainConfig) -> None:
+    """Build the student on the meta device (shapes only, milliseconds): a conv --kind cannot replace,
+    a --groups that does not divide, an unknown --keep fail here, before any data is read."""
+    from edgedistill.models import create_model
+
+    if cfg.method == "alone" and cfg.network == "teacher":
+        return
+    with torch.device("meta"):
+        create_model(student_spec_for(cfg, 10, 3))
+
+
 def train(cfg: TrainConfig, reporter: EpochReporter | None = None, resume: bool = False) -> TrainSummary | None:
-    """Run (or resume) a whole training run; return its summary (``None`` on DDP ranks other than 0)."""
+    """Run (or resume) a whole training run; return its summary (``None`` on DDP ranks other than 0).
+
+    Ctrl-C raises :class:`~edgedistill.errors.Interrupted`, whose hint says how to continue."""
     cfg.validate()
+    check_networks(cfg)
     run = prepare_run_dir(cfg, resume)
-    with training_runtime(cfg.device, cfg.amp, cfg.channels_last, cfg.threads) as runtime:
-        session = TrainingSession(cfg, runtime, run, reporter if runtime.is_main else None)
-        if resume:
-            session.resume()
-        elif runtime.is_main:
-            run.path.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(run.config, config_yaml(cfg))
-        start = time.perf_counter()
-        session.fit()
-        summary = session.finish(time.perf_counter() - start)
-        return summary if runtime.is_main else None
+    session: TrainingSession | None = None
+    testing = False
+    try:
+        with training_runtime(cfg.device, cfg.amp, cfg.channels_last, cfg.threads) as runtime:
+            session = TrainingSession(cfg, runtime, run, reporter if runtime.is_main else None)
+            if resume:
+                session.resume()
+            elif runtime.is_main:
+                run.path.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(run.config, config_yaml(cfg))
+            session.trainer.reporter.start_run(session.describe())
+            start = time.perf_counter()
+            session.fit()
+            testing = True
+            summary = session.finish(time.perf_counter() - start)
+            return summary if runtime.is_main else None
+    except KeyboardInterrupt:
+        raise interrupted(run, session, testing) from None
+
+
+def interrupted(run: RunDir, session: TrainingSession | None, testing: bool = False) -> Interrupted:
+    """What Ctrl-C left behind, and the command that continues from there."""
+    again = f"edgedistill train --resume --out {run.path}"
+    if not run.config.is_file():
+        return Interrupted("training interrupted before it started; nothing was written", "run the same command again")
+    if session is None or session.epoch is None:
+        where = "while testing the trained networks" if testing else "before an epoch began"
+        return Interrupted(f"training interrupted {where}; every completed epoch of {run.path} is saved",
+                           f"continue it with: {again}")
+    epochs = session.cfg.epochs
+    saved = session.epoch  # epochs 0 .. epoch-1 are complete
+    done = f"epochs 1-{saved} are saved" if saved > 1 else ("epoch 1 is saved" if saved == 1 else "no epoch was complete yet")
+    return Interrupted(f"training interrupted in epoch {session.epoch + 1}/{epochs} ({done} in {run.path})",
+                       f"continue it with: {again}")

@@ -146,8 +146,84 @@ def test_transform_works_on_any_conv_model(kind: str) -> None:
 def test_transform_keeps_what_it_is_told_to_keep() -> None:
     student = make_student(TinyNet(), CheapSpec("depthwise"), keep=["first", "body.3"])
     assert isinstance(student.body[3], nn.Conv2d) and isinstance(student.body[0], DepthwiseSeparableConv2d)
-    with pytest.raises(EdgeDistillError, match="unknown modules"):
+    with pytest.raises(EdgeDistillError, match="unknown conv 'nope'"):
         make_student(TinyNet(), CheapSpec("depthwise"), keep=["nope"])
+
+
+def test_spec_keep_is_kept_besides_the_stem_and_round_trips() -> None:
+    spec = CheapSpec("shift", keep=["body.3"])
+    assert spec.keep == ("body.3",) and CheapSpec(**spec.to_dict()) == spec
+    assert "keep" not in CheapSpec("shift").to_dict()  # specs without kept convs read as before
+    student = make_student(TinyNet(), spec)
+    assert type(student.first) is nn.Conv2d and type(student.body[3]) is nn.Conv2d  # the stem and body.3
+    assert isinstance(student.body[0], ShiftConv2d)
+    assert replaced_convs(TinyNet(), spec=spec) == ["body.0"]
+    with pytest.raises(EdgeDistillError, match="did you mean 'body.3'") as info:
+        make_student(TinyNet(), CheapSpec("shift", keep=["body.33"]))
+    assert "--keep body.33" in info.value.message
+    with pytest.raises(EdgeDistillError, match="'body' is a Sequential, not a conv"):
+        make_student(TinyNet(), CheapSpec("shift", keep=["body"]))
+
+
+class PaddedNet(nn.Module):
+    """A conv that pads by reflection (or circularly, or by replication) between zero-padded ones."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.mirror = nn.Conv2d(16, 16, 3, padding=1, padding_mode=mode)
+        self.plain = nn.Conv2d(16, 16, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.plain(torch.relu(self.mirror(torch.relu(self.stem(x)))))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "circular", "replicate"])
+@pytest.mark.parametrize("kind", ["depthwise", "group"])
+def test_depthwise_and_group_keep_the_padding_mode(kind: str, mode: str) -> None:
+    student = make_student(PaddedNet(mode), CheapSpec(kind)).eval()
+    assert student.mirror.spatial.padding_mode == mode
+    assert student.plain.spatial.padding_mode == "zeros"
+    # the same function as that padding followed by an unpadded spatial conv
+    x = torch.randn(1, 16, 6, 6)
+    spatial = student.mirror.spatial
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode=mode)
+    expected = torch.nn.functional.conv2d(padded, spatial.weight, None, 1, 0, 1, spatial.groups)
+    assert torch.allclose(spatial(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "circular"])
+def test_a_padding_mode_exports_to_onnx_and_matches_onnxruntime(mode: str, tmp_path) -> None:
+    student = make_student(PaddedNet(mode), CheapSpec("depthwise")).eval()
+    x = torch.randn(2, 3, 8, 8)
+    path = tmp_path / f"{mode}.onnx"
+    torch.onnx.export(student, (x,), path, dynamo=True, external_data=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(out, student(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_shift_refuses_a_padding_mode_it_cannot_keep() -> None:
+    with pytest.raises(EdgeDistillError, match="conv 'mirror' pads with padding_mode='reflect'") as info:
+        make_student(PaddedNet("reflect"), CheapSpec("shift"))
+    assert "--keep mirror" in info.value.hint and "--kind depthwise" in info.value.hint
+    student = make_student(PaddedNet("reflect"), CheapSpec("shift", keep=["mirror"]))  # what the hint says works
+    assert type(student.mirror) is nn.Conv2d and student.mirror.padding_mode == "reflect"
+    assert isinstance(student.plain, ShiftConv2d)
+
+
+def test_groups_hint_says_keep_when_no_groups_divides_every_conv() -> None:
+    odd = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 37, 3, padding=1), nn.Conv2d(37, 16, 3, padding=1))
+    with pytest.raises(EdgeDistillError, match="conv '2' has 37 input channels, not divisible by groups=4") as info:
+        make_student(odd, CheapSpec("group", groups=4))
+    assert "--keep 2" in info.value.hint and "no --groups" in info.value.hint
+    assert "use --groups" not in info.value.hint
+    assert make_student(odd, CheapSpec("group", groups=4, keep=["2"]))  # the hint's way out works
+    even = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 24, 3, padding=1), nn.Conv2d(24, 16, 3, padding=1))
+    with pytest.raises(EdgeDistillError, match="not divisible by groups=16") as info:
+        make_student(even, CheapSpec("group", groups=16))
+    assert "use --groups 2 or 4 or 8" in info.value.hint and "--keep 2" in info.value.hint
 
 
 def test_bad_cheap_specs_give_clear_errors() -> None:

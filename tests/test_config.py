@@ -47,3 +47,29 @@ def test_config_files_yaml_toml_and_train_table(tmp_path: Path) -> None:
         read_config_file(tmp_path / "bad.yaml")
     with pytest.raises(EdgeDistillError, match="not found"):
         read_config_file(tmp_path / "missing.yaml")
+
+
+def test_keep_takes_a_name_or_a_list_and_is_saved() -> None:
+    from edgedistill.config import config_yaml
+
+    assert TrainConfig.from_dict({"keep": "layers.0.conv1"}).keep == ["layers.0.conv1"]
+    cfg = TrainConfig.from_dict({"keep": ["a", "b"]})
+    assert cfg.keep == ["a", "b"] and "keep:\n- a\n- b\n" in config_yaml(cfg)
+    assert TrainConfig().keep == []
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"model": "online-teacher"}, "unknown model 'online-teacher'"),
+    ({"threads": 0}, "--threads must be at least 1"),
+    ({"limit": 0}, "--limit must be at least 1"),
+    ({"image_size": -1}, "--image-size must be at least 1"),
+    ({"momentum": -0.5}, "--momentum"),
+    ({"gamma": 0}, "--gamma"),
+    ({"kind": "group", "groups": 1}, "no saving"),
+    ({"device": "gpu"}, "did you mean 'cuda'"),
+    ({"dataset": "fashion_mnist"}, "did you mean 'fashion-mnist'"),
+])
+def test_nonsense_settings_from_a_file_fail_validation_with_a_hint(values: dict, message: str) -> None:
+    with pytest.raises(EdgeDistillError, match=message) as info:
+        TrainConfig.from_dict(values).validate()
+    assert info.value.hint

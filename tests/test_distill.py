@@ -132,3 +132,41 @@ def test_alone_trains_either_network() -> None:
     assert teacher.teacher_name == "teacher" and not teacher.specs["teacher"].is_student
     total, _ = teacher.loss(teacher(x), y)
     assert total.item() == pytest.approx(F.cross_entropy(teacher(x)["teacher"], y).item(), rel=1e-6)
+
+
+def _record(epoch: int, loss: float) -> dict:
+    return {"epoch": epoch, "loss": loss, "val_top1": {"student": 0.5}, "train_top1": {}, "images_per_s": 100.0}
+
+
+def test_progress_in_a_log_starts_at_once_and_repeats_while_an_epoch_runs() -> None:
+    from edgedistill.distill.progress import RichEpochReporter
+    from edgedistill.ui import err_console
+
+    with err_console.capture() as captured:  # pytest's stderr is not a terminal: the log lines
+        with RichEpochReporter(2, log_every_s=0.0) as reporter:
+            reporter.start_run("training od: runs/[/x]")
+            reporter.start_epoch(0, 3)
+            reporter.step(None, 64)
+            reporter.step(1.5, 64)
+            reporter.step(1.25, 64)  # the last step: the epoch line follows instead
+            reporter.end_epoch(_record(0, 1.25))
+    lines = captured.get().splitlines()
+    assert lines[0] == "training od: runs/[/x]"  # markup-free
+    assert lines[1].startswith("epoch 1/2: step 1/3, ") and "img/s" in lines[1] and "loss" not in lines[1]
+    assert lines[2].startswith("epoch 1/2: step 2/3, loss 1.500, ")
+    assert lines[3].startswith("epoch 1/2: loss 1.250 | val student 50.00%")
+    assert len(lines) == 4
+
+
+def test_the_bar_does_not_show_the_previous_epochs_loss() -> None:
+    from edgedistill.distill.progress import RichEpochReporter
+
+    reporter = RichEpochReporter(2, log_every_s=1e9)
+    with reporter:
+        reporter.start_epoch(0, 2)
+        reporter.step(2.0, 8)
+        reporter.end_epoch(_record(0, 2.0))
+        reporter.start_epoch(1, 2)
+        reporter.step(None, 8)  # no loss of epoch 2 yet
+        task = reporter.progress.tasks[-1]
+        assert "2.000" not in task.fields["info"] and reporter.loss == ""

@@ -8,7 +8,7 @@ from torch import nn
 
 from edgedistill.cheap import CheapSpec
 from edgedistill.errors import ToolchainError, UnknownNameError
-from edgedistill.models import ModelSpec, complexity, create_model, model_names
+from edgedistill.models import ModelSpec, complexity, create_model, model_names, spec_complexity
 
 CIFAR_MODELS = ["resnet20", "resnet32", "resnet56", "resnet110", "vgg16", "wrn16_4", "wrn28_10"]
 
@@ -91,3 +91,49 @@ def test_imagenet_models_explain_a_missing_torchvision() -> None:
     else:  # pragma: no cover - only where torchvision imports
         model = create_model(ModelSpec("resnet18", 10, 3, cheap=CheapSpec("depthwise")))
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("spec", [
+    ModelSpec("resnet20"),
+    ModelSpec("resnet20", 10, 1, cheap=CheapSpec("shift")),
+    ModelSpec("wrn16_2", cheap=CheapSpec("group", 8)),
+    ModelSpec("vgg16", cheap=CheapSpec("depthwise")),
+    ModelSpec("resnet8", cheap=CheapSpec("shift", keep=("layers.0.conv1",))),
+    ModelSpec("imagenet_resnet18", cheap=CheapSpec("shift")),
+], ids=lambda s: s.describe())
+def test_counting_on_the_meta_device_gives_the_same_figures(spec: ModelSpec, tmp_path, monkeypatch) -> None:
+    """'edgedistill models' counts without initialising or running real weights: same numbers."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    shape = (1, spec.in_channels, 32, 32)
+    real = complexity(create_model(spec), shape)
+    assert spec_complexity(spec, shape, cache=False) == real
+    assert spec_complexity(spec, shape) == real  # counted, then cached
+    assert (tmp_path / "edgedistill" / "complexity.json").is_file()
+    assert spec_complexity(spec, shape) == real  # from the cache
+
+
+def test_the_cache_is_keyed_by_spec_and_shape(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    a = spec_complexity(ModelSpec("resnet8"), (1, 3, 32, 32))
+    b = spec_complexity(ModelSpec("resnet8"), (1, 3, 16, 16))
+    c = spec_complexity(ModelSpec("resnet8", cheap=CheapSpec("shift")), (1, 3, 32, 32))
+    assert 3.9 * b.macs < a.macs < 4 * b.macs and c.macs < a.macs and a.params == b.params  # the head does not scale
+    (tmp_path / "edgedistill" / "complexity.json").write_text("not json")  # a damaged cache is recounted
+    assert spec_complexity(ModelSpec("resnet8"), (1, 3, 32, 32)) == a
+
+
+def test_models_command_lists_every_model_with_the_real_counts(tmp_path, monkeypatch) -> None:
+    import json
+
+    from cli_helpers import run_cli
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    result = run_cli(["models", "--json", "--kind", "depthwise", "--in-channels", "1"])
+    assert result.exit_code == 0, result.output
+    rows = {r["model"]: r for r in json.loads(result.stdout)}
+    assert "online-teacher" not in rows and set(CIFAR_MODELS) <= rows.keys()
+    real = complexity(create_model(ModelSpec("resnet20", 10, 1, cheap=CheapSpec("depthwise"))), (1, 1, 32, 32))
+    assert rows["resnet20"]["student"] == real.to_dict()
+    tiny = run_cli(["models", "--json", "--image-size", "1"])
+    assert tiny.exit_code == 0, tiny.output
+    assert {r["model"]: r for r in json.loads(tiny.stdout)}["vgg16"]["unavailable"] == "input 1×1 too small"

@@ -187,3 +187,35 @@ def test_kd_refuses_a_teacher_for_other_data(tmp_path: Path, od_run: Path) -> No
     save_model_checkpoint(tmp_path / "teacher.pt", standard)
     with pytest.raises(EdgeDistillError, match="trained for other data: image_size 48"):
         train(_cfg(tmp_path, "kd2", method="kd", epochs=1, limit=300, teacher_checkpoint=str(tmp_path / "teacher.pt")))
+
+
+def test_ctrl_c_says_how_to_resume_and_the_resume_finishes(tmp_path: Path) -> None:
+    out = tmp_path / "stopped"
+    args = [sys.executable, "-m", "edgedistill.cli", "train", "--method", "alone", "--epochs", "6", "--limit", "600", "--out", str(out),
+            *[f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    state = out / "checkpoints" / "train-state.pt"
+    deadline = time.monotonic() + 120
+    while not state.is_file() and proc.poll() is None:
+        assert time.monotonic() < deadline, "first epoch never finished"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "training interrupted in epoch" in errors[0], stderr
+    assert f"hint: continue it with: edgedistill train --resume --out {out}" in stderr
+    result = CliRunner().invoke(main, ["train", "--quiet", "--resume", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 6
+
+
+def test_a_log_gets_a_first_line_before_the_first_epoch_ends(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["train", "--method", "alone", "--epochs", "1", "--limit", "300", "--out", str(tmp_path / "log"),
+                                       *[f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("training alone: resnet8 (shift) on digits (")
+    assert "1 epoch of 3 steps × 64 images" in lines[0] and str(tmp_path / "log") in lines[0]
+    assert lines[1].startswith("epoch 1/1: loss ")

@@ -208,8 +208,8 @@ class _SpatialThenPointwise(nn.Module):
 
 
 class GroupConv2d(_SpatialThenPointwise):
-    """K×K group conv with ``groups`` groups (stride, padding, dilation of the original) → 1×1 conv
-    that mixes the groups."""
+    """K×K group conv with ``groups`` groups (stride, padding, padding mode, dilation of the original)
+    → 1×1 conv that mixes the groups."""
 
     def __init__(
         self,
@@ -221,10 +221,12 @@ class GroupConv2d(_SpatialThenPointwise):
         dilation: int = 1,
         groups: int = 4,
         bias: bool = False,
+        padding_mode: str = "zeros",
     ) -> None:
         if in_channels % groups:
             raise ValueError(f"in_channels={in_channels} is not divisible by groups={groups}")
-        spatial = nn.Conv2d(in_channels, in_channels, kernel_size, stride, padding, dilation, groups=groups, bias=False)
+        spatial = nn.Conv2d(in_channels, in_channels, kernel_size, stride, padding, dilation, groups=groups, bias=False,
+                            padding_mode=padding_mode)
         super().__init__(spatial, nn.Conv2d(in_channels, out_channels, 1, bias=bias))
         self.groups = groups
 
@@ -241,8 +243,10 @@ class DepthwiseSeparableConv2d(GroupConv2d):
         padding: int = 0,
         dilation: int = 1,
         bias: bool = False,
+        padding_mode: str = "zeros",
     ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups=in_channels, bias=bias)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups=in_channels, bias=bias,
+                         padding_mode=padding_mode)
 
 
 class ShiftConv2d(_SpatialThenPointwise):

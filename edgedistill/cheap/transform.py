@@ -11,6 +11,7 @@ It works on any model built from ``nn.Conv2d``, not only ours.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -18,7 +19,7 @@ from torch import nn
 
 from edgedistill.cheap.modules import DepthwiseSeparableConv2d, GroupConv2d, ShiftConv2d
 from edgedistill.errors import EdgeDistillError
-from edgedistill.utils.names import unknown_name
+from edgedistill.utils.names import suggest, unknown_name
 
 CHEAP_KINDS = ("shift", "depthwise", "group")
 DEFAULT_GROUPS = 4
@@ -28,10 +29,15 @@ DEFAULT_GROUPS = 4
 
 @dataclass(frozen=True)
 class CheapSpec:
-    """What the student's cheap convolution is; stored in checkpoints and manifests."""
+    """What the student's cheap convolution is; stored in checkpoints and manifests.
+
+    ``keep`` names convs (as in ``named_modules()``) that stay standard besides the stem, so
+    every rebuild of the student from its spec (eval, export) keeps the same ones.
+    """
 
     kind: str
     groups: int = DEFAULT_GROUPS
+    keep: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in CHEAP_KINDS:
@@ -40,9 +46,16 @@ class CheapSpec:
             raise EdgeDistillError(
                 f"groups={self.groups} gives no saving", "use --groups 2 or more (default 4)"
             )
+        keep = (self.keep,) if isinstance(self.keep, str) else tuple(self.keep or ())
+        object.__setattr__(self, "keep", tuple(dict.fromkeys(str(name) for name in keep)))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.keep:
+            data["keep"] = list(self.keep)
+        else:  # specs without kept convs read exactly as before --keep existed
+            del data["keep"]
+        return data
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
@@ -62,53 +75,111 @@ def default_kept(model: nn.Module) -> set[str]:
     return set()
 
 
+def _padding_mode(conv: nn.Conv2d) -> str:
+    return getattr(conv, "padding_mode", "zeros")
+
+
 def cheap_conv_for(conv: nn.Conv2d, spec: CheapSpec, name: str = "") -> nn.Module:
-    """The cheap module that replaces ``conv`` (same in/out channels and output size)."""
+    """The cheap module that replaces ``conv`` (same in/out channels, output size and padding mode)."""
     bias = conv.bias is not None
     kernel, stride = _pair(conv.kernel_size), _pair(conv.stride)
     dilation = _pair(conv.dilation)
     padding = conv.padding if isinstance(conv.padding, str) else _pair(conv.padding)
+    padding_mode = _padding_mode(conv)
     where = f"conv '{name}'" if name else "conv"
+    keep_it = f"--keep {name}" if name else "--keep NAME"
     if spec.kind == "shift":
         same = padding in ("same", (kernel[0] // 2, kernel[1] // 2))
         if kernel[0] != kernel[1] or kernel[0] % 2 == 0 or dilation != (1, 1) or not same or stride[0] != stride[1]:
             raise EdgeDistillError(
                 f"{where} ({kernel[0]}×{kernel[1]}, padding {padding}, dilation {dilation}) cannot become a shift",
-                "shift needs a square odd kernel with 'same' padding and no dilation; use --kind depthwise or group",
+                "shift needs a square odd kernel with 'same' padding and no dilation; use --kind depthwise or group, "
+                f"or keep this conv standard with {keep_it}",
+            )
+        if padding_mode != "zeros":
+            raise EdgeDistillError(
+                f"{where} pads with padding_mode='{padding_mode}', but a shift fills with zeros",
+                f"use --kind depthwise or group (they keep the padding mode), or keep this conv standard with {keep_it}",
             )
         return ShiftConv2d(conv.in_channels, conv.out_channels, kernel[0], stride[0], bias=bias)
     if spec.kind == "depthwise":
         return DepthwiseSeparableConv2d(
-            conv.in_channels, conv.out_channels, kernel, stride, padding, dilation, bias=bias
+            conv.in_channels, conv.out_channels, kernel, stride, padding, dilation, bias=bias, padding_mode=padding_mode
         )
     if conv.in_channels % spec.groups:
         raise EdgeDistillError(
             f"{where} has {conv.in_channels} input channels, not divisible by groups={spec.groups}",
-            "choose --groups that divides every channel count of the model",
+            f"choose --groups that divides every channel count of the model, or keep this conv standard with {keep_it}",
         )
-    return GroupConv2d(conv.in_channels, conv.out_channels, kernel, stride, padding, dilation, spec.groups, bias=bias)
+    return GroupConv2d(conv.in_channels, conv.out_channels, kernel, stride, padding, dilation, spec.groups, bias=bias,
+                       padding_mode=padding_mode)
+
+
+def _groups_hint(convs: dict[str, nn.Conv2d], spec: CheapSpec) -> None:
+    """Refuse a --groups that does not divide a replaced conv's channels, with a hint that works:
+    the --groups values that divide every replaced conv, or --keep for the convs no value divides."""
+    bad = [name for name, conv in convs.items() if conv.in_channels % spec.groups]
+    if not bad:
+        return
+    name = bad[0]
+    channels = convs[name].in_channels
+    common = math.gcd(*(conv.in_channels for conv in convs.values()))
+    working = [g for g in range(2, min(common, 64) + 1) if common % g == 0][:4]
+    kept = " ".join(f"--keep {n}" for n in bad[:3]) + (" ..." if len(bad) > 3 else "")
+    if working:
+        hint = (f"use --groups {' or '.join(map(str, working))} (they divide every replaced conv), "
+                f"or keep the convs that --groups {spec.groups} does not divide standard: {kept}")
+    else:
+        hint = (f"no --groups of 2 or more divides every replaced conv's channels; keep the odd ones standard "
+                f"({kept}), or use --kind depthwise")
+    more = f" (and {len(bad) - 1} more conv{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
+    raise EdgeDistillError(
+        f"conv '{name}' has {channels} input channels, not divisible by groups={spec.groups}{more}", hint
+    )
+
+
+def _check_kept(names: dict[str, nn.Module], kept: set[str]) -> None:
+    convs = [n for n, m in names.items() if isinstance(m, nn.Conv2d)]
+    for name in sorted(kept):
+        if name in names and isinstance(names[name], nn.Conv2d):
+            continue
+        best = suggest(name, convs) if convs else None
+        shown = ", ".join(convs[:6]) + (f", ... ({len(convs)} in all)" if len(convs) > 6 else "")
+        hint = (f"did you mean '{best}'? " if best else "") + f"give conv names as in model.named_modules(): {shown}"
+        if name in names:
+            raise EdgeDistillError(f"--keep {name}: '{name}' is a {type(names[name]).__name__}, not a conv", hint)
+        raise EdgeDistillError(f"--keep {name}: unknown conv '{name}'", hint)
+
+
+def kept_convs(model: nn.Module, spec: CheapSpec | None = None, keep: Iterable[str] | None = None) -> set[str]:
+    """The convs :func:`make_student` leaves standard: ``keep`` (default: the stem) plus ``spec.keep``."""
+    kept = default_kept(model) if keep is None else set(keep)
+    return kept | set(spec.keep if spec is not None else ())
 
 
 def make_student(teacher: nn.Module, spec: CheapSpec, keep: Iterable[str] | None = None) -> nn.Module:
     """Return a copy of ``teacher`` whose standard K×K convs are cheap convs.
 
     ``keep`` lists conv names (as in ``named_modules``) to leave standard;
-    ``None`` keeps the stem. The new cheap modules are freshly initialised;
-    everything else is a deep copy of the teacher (weights included), so build
-    each student from a freshly initialised teacher to get independent students.
+    ``None`` keeps the stem. The convs named in ``spec.keep`` stay standard too.
+    The new cheap modules are freshly initialised; everything else is a deep copy
+    of the teacher (weights included), so build each student from a freshly
+    initialised teacher to get independent students. A cheap conv keeps its
+    conv's padding mode (a shift, which fills with zeros, refuses any other).
     """
-    student = copy.deepcopy(teacher)
-    kept = default_kept(student) if keep is None else set(keep)
-    names = dict(student.named_modules())
-    unknown = kept - names.keys()
-    if unknown:
-        raise EdgeDistillError(f"cannot keep unknown modules {sorted(unknown)}", "give names from model.named_modules()")
-    targets = [name for name, module in names.items() if is_replaceable(module) and name not in kept]
+    kept = kept_convs(teacher, spec, keep)
+    _check_kept(dict(teacher.named_modules()), kept)
+    targets = {name: module for name, module in teacher.named_modules() if is_replaceable(module) and name not in kept}
     if not targets:
         raise EdgeDistillError(
             "the model has no standard K×K convolution to replace",
-            "a cheap student needs nn.Conv2d layers with kernel > 1 and groups == 1",
+            "a cheap student needs nn.Conv2d layers with kernel > 1 and groups == 1"
+            + (" (--keep leaves none)" if spec.keep else ""),
         )
+    if spec.kind == "group":
+        _groups_hint(targets, spec)
+    student = copy.deepcopy(teacher)
+    names = dict(student.named_modules())
     for name in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = names[parent_name] if parent_name else student
@@ -116,7 +187,7 @@ def make_student(teacher: nn.Module, spec: CheapSpec, keep: Iterable[str] | None
     return student
 
 
-def replaced_convs(teacher: nn.Module, keep: Iterable[str] | None = None) -> list[str]:
+def replaced_convs(teacher: nn.Module, keep: Iterable[str] | None = None, spec: CheapSpec | None = None) -> list[str]:
     """Names of the convs :func:`make_student` would replace (for reports)."""
-    kept = default_kept(teacher) if keep is None else set(keep)
+    kept = kept_convs(teacher, spec, keep)
     return [n for n, m in teacher.named_modules() if is_replaceable(m) and n not in kept]

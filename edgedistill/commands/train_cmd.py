@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.markup import escape
 
 from edgedistill.commands.common import friendly_errors, json_option, print_json
 from edgedistill.ui import err_console, out_console, pct, si, table
@@ -17,6 +19,9 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--model", "-m"), {"help": "Architecture of teacher and student (see 'edgedistill models').  [default: resnet20]"}),
     (("--kind", "-k"), {"help": "Cheap convolution of the student: shift | depthwise | group.  [default: shift]"}),
     (("--groups",), {"type": int, "help": "Groups of --kind group.  [default: 4]"}),
+    (("--keep",), {"multiple": True, "metavar": "NAME",
+                   "help": "Keep this conv standard in the student (a name from model.named_modules(), e.g. "
+                           "layers.0.conv1); repeatable. The stem is always kept."}),
     (("--method",), {"help": "od (the paper) | mutual | alone | kd | dml.  [default: od]"}),
     (("--students",), {"type": int, "help": "m, the number of cheap students of od.  [default: 4]"}),
     (("--network",), {"type": click.Choice(["student", "teacher"]), "help": "What --method alone trains.  [default: student]"}),
@@ -31,7 +36,7 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--image-size",), {"type": int, "help": "Model input size (default: the dataset's, e.g. 32)."}),
     (("--hflip/--no-hflip",), {"default": None, "help": "Random horizontal flips (default: on, off for digits)."}),
     (("--epochs", "-e"), {"type": int, "help": "Epochs.  [default: 2 (~8 min on a 2-core CPU); the paper uses 300]"}),
-    (("--batch-size", "-b"), {"type": int, "help": "Batch size per process.  [default: 128]"}),
+    (("--batch-size",), {"type": int, "help": "Batch size per process.  [default: 128]"}),
     (("--lr",), {"type": float, "help": "SGD learning rate.  [default: 0.1]"}),
     (("--momentum",), {"type": float, "help": "SGD momentum.  [default: 0.9]"}),
     (("--weight-decay",), {"type": float, "help": "Weight decay.  [default: 2e-4]"}),
@@ -54,7 +59,9 @@ def _with_train_options(command: Any) -> Any:
 
 
 def _overrides(params: dict[str, Any]) -> dict[str, Any]:
-    values = {k: v for k, v in params.items() if v is not None}
+    values = {k: v for k, v in params.items() if v is not None and v != ()}
+    if "keep" in values:  # repeatable, and "a,b" works too
+        values["keep"] = [name.strip() for item in values["keep"] for name in str(item).split(",") if name.strip()]
     if "milestones" in values:
         try:
             values["milestones"] = [float(x) for x in str(values["milestones"]).split(",") if x.strip()]
@@ -83,9 +90,12 @@ def train_command(config_file: str | None, resume: bool, quiet: bool, as_json: b
     from edgedistill.training import load_resume_config, train
 
     values = read_config_file(config_file) if config_file else {}
+    flags = _overrides(params)
     if resume and params.get("out"):
         values = {**load_resume_config(params["out"]), **values}
-    cfg = TrainConfig.from_dict({**values, **_overrides(params)}, source=config_file or "flags")
+    cfg = TrainConfig.from_dict({**values, **flags}, source=config_file or "flags")
+    if config_file and not resume and "out" not in flags:
+        _repeat_elsewhere(cfg, config_file)
     if quiet or as_json:
         summary = train(cfg, None, resume=resume)
     else:
@@ -99,19 +109,40 @@ def train_command(config_file: str | None, resume: bool, quiet: bool, as_json: b
     render_train_summary(summary)
 
 
+def _repeat_elsewhere(cfg: Any, config_file: str) -> None:
+    """``--config RUN/config.yaml`` repeats that run: its saved ``out`` already holds it, so the repeat
+    goes to a fresh default run directory (and says so) instead of failing on the existing run."""
+    from edgedistill.training import default_run_dir, holds_run
+
+    if cfg.out is None or not holds_run(cfg.out):
+        return
+    cfg.validate()  # a bad setting is the one error, not preceded by this note
+    taken = cfg.out
+    cfg.out = str(default_run_dir(cfg))
+    finished = (Path(taken) / "summary.json").is_file()
+    also = "" if finished else f"; to continue that unfinished run instead: edgedistill train --resume --out {taken}"
+    err_console.print(
+        escape(f"note: {taken} (the out of {config_file}) already holds a run, so this one goes to {cfg.out}; "
+               f"pass --out to choose{also}"),
+        highlight=False, soft_wrap=True,
+    )
+
+
 def render_train_summary(summary: TrainSummary) -> None:
     rows = [
-        (n.name, n.role, n.model, si(n.params), si(n.macs), pct(n.val_top1), n.best_epoch + 1 if n.best_epoch is not None else None, pct(n.test_top1))
+        (escape(n.name), escape(n.role), escape(n.model), si(n.params), si(n.macs), pct(n.val_top1), n.best_epoch + 1 if n.best_epoch is not None else None, pct(n.test_top1))
         for n in summary.networks
     ]
     out_console.print(table(
-        f"{summary.method} on {summary.dataset}: {summary.epochs} epochs in {summary.seconds:.0f} s ({summary.images_per_s:.0f} img/s, {summary.device})",
+        escape(f"{summary.method} on {summary.dataset}: {summary.epochs} epochs in {summary.seconds:.0f} s "
+               f"({summary.images_per_s:.0f} img/s, {summary.device})"),
         ["network", "role", "model", "params", "MACs", f"best {summary.selected_on.split()[0]} top-1", "epoch", "test top-1"],
         rows,
-        caption=f"run directory: {summary.run_dir}",
+        caption=escape(f"run directory: {summary.run_dir}"),
     ))
     if summary.selected_student:
-        err_console.print(f"deployable student: {summary.run_dir}/student-best.pt  (next: edgedistill export {summary.run_dir} --target host)")
+        err_console.print(escape(f"deployable student: {summary.run_dir}/student-best.pt  "
+                                 f"(next: edgedistill export {summary.run_dir} --target host)"), highlight=False)
 
 
 COMMANDS = [train_command]

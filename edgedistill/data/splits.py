@@ -45,7 +45,8 @@ def resolve_count(size: int | float, total: int, what: str) -> int:
             raise DataError(f"{what} fraction {size} is outside [0, 1)", "use e.g. 0.1 for 10 %")
         size = round(size * total)
     if size < 0 or size >= max(total, 1):  # 0 is always allowed, else some training images must remain
-        raise DataError(f"{what} {size} must be in [0, {total}) for {total} training images")
+        raise DataError(f"{what} {size} must be in [0, {total}) for {total} training images",
+                        f"use a count below {total}, or a fraction like 0.1")
     return size
 
 

@@ -10,7 +10,7 @@ from edgedistill.models import ModelSpec
 
 
 def student_spec_for(cfg: TrainConfig, num_classes: int, in_channels: int) -> ModelSpec:
-    return ModelSpec(cfg.model, num_classes, in_channels, cheap=CheapSpec(cfg.kind, cfg.groups))
+    return ModelSpec(cfg.model, num_classes, in_channels, cheap=CheapSpec(cfg.kind, cfg.groups, tuple(cfg.keep)))
 
 
 def build_method(cfg: TrainConfig, student_spec: ModelSpec, data: dict | None = None) -> Method:

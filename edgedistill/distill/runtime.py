@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from edgedistill.errors import EdgeDistillError
+from edgedistill.errors import EdgeDistillError, UnknownNameError
+from edgedistill.utils.names import suggest
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,22 @@ class Runtime:
         return tensor
 
 
-def _pick_device(requested: str, local_rank: int) -> torch.device:
+DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N")
+
+
+def check_device_name(requested: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; anything else is one clear error ('gpu' → 'cuda')."""
+    if requested in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", requested):
+        return
+    lowered = requested.lower()
+    best = "cuda" if lowered.startswith(("gpu", "nvidia", "cuda")) else suggest(lowered, ("auto", "cpu", "cuda"))
+    hint = f"did you mean '{best}'? " if best else ""
+    raise UnknownNameError(f"unknown device '{requested}'", hint + "valid: " + ", ".join(DEVICE_NAMES))
+
+
+def pick_device(requested: str, local_rank: int = 0) -> torch.device:
+    """The device ``requested`` names, or one clear error (unknown name, no CUDA here, no such GPU)."""
+    check_device_name(requested)
     if requested == "cpu":
         return torch.device("cpu")
     if requested == "auto":
@@ -64,7 +81,13 @@ def _pick_device(requested: str, local_rank: int) -> torch.device:
             "use --device cpu (or auto), or install a CUDA build of torch",
         )
     device = torch.device(requested)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise EdgeDistillError(
+            f"--device {requested} asked for, but this machine has {torch.cuda.device_count()} GPU(s)",
+            f"use --device cuda (or cuda:0 ... cuda:{torch.cuda.device_count() - 1})",
+        )
     return torch.device("cuda", local_rank) if device.index is None else device
+
 
 
 @contextlib.contextmanager
@@ -77,7 +100,7 @@ def training_runtime(
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if threads:
         torch.set_num_threads(threads)
-    chosen = _pick_device(device, local_rank)
+    chosen = pick_device(device, local_rank)
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
         torch.backends.cudnn.benchmark = True

@@ -38,16 +38,20 @@ class Batches(Protocol):
 class EpochReporter(Protocol):
     """What the trainer tells the user interface (a rich progress bar, or nothing)."""
 
+    def start_run(self, description: str) -> None: ...
     def start_epoch(self, epoch: int, steps: int) -> None: ...
-    def step(self, loss: float | None) -> None: ...
+    def step(self, loss: float | None, images: int = 0) -> None: ...
     def end_epoch(self, record: dict[str, Any]) -> None: ...
 
 
 class SilentReporter:
+    def start_run(self, description: str) -> None:
+        pass
+
     def start_epoch(self, epoch: int, steps: int) -> None:
         pass
 
-    def step(self, loss: float | None) -> None:
+    def step(self, loss: float | None, images: int = 0) -> None:
         pass
 
     def end_epoch(self, record: dict[str, Any]) -> None:
@@ -144,7 +148,7 @@ class Trainer:
             shown_loss = None
             if steps % FINITE_CHECK_EVERY == 0 or steps == len(batches):
                 shown_loss = self._checked_mean(loss_sum, steps, epoch)
-            self.reporter.step(shown_loss)
+            self.reporter.step(shown_loss, len(y) * self.runtime.world_size)
         seconds = time.perf_counter() - start
         self.scheduler.step()
         return {

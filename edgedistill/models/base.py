@@ -46,8 +46,11 @@ def residual_stages(block: type[nn.Module], in_channels: int, widths: Sequence[i
 
 
 def init_weights(model: nn.Module) -> None:
-    """He initialisation for convs, unit BatchNorm (as in the ResNet papers)."""
+    """He initialisation for convs, unit BatchNorm (as in the ResNet papers). Nothing to initialise on
+    the ``meta`` device (shapes only), where torch's random init would cost a second of set-up."""
     for m in model.modules():
+        if any(p.is_meta for p in m.parameters(recurse=False)):
+            continue
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):

@@ -54,6 +54,8 @@ class ModelSpec:
         if self.cheap is None:
             return f"{self.arch} (standard conv)"
         extra = f", g={self.cheap.groups}" if self.cheap.kind == "group" else ""
+        if self.cheap.keep:
+            extra += f"; standard: {', '.join(self.cheap.keep)}"
         return f"{self.arch} ({self.cheap.kind}{extra})"
 
     def to_dict(self) -> dict[str, Any]:
