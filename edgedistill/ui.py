@@ -48,12 +48,13 @@ def progress_bar(transient: bool = False) -> Progress:
 @contextlib.contextmanager
 def status_reporter(title: str, echo: bool = True) -> Iterator[Callable[[str], None]]:
     """A spinner showing the latest progress message; in logs (not a terminal) each message is
-    also printed once, unless ``echo`` is off (e.g. for --json)."""
+    also printed once, unless ``echo`` is off (e.g. for --json). Messages are shown literally:
+    they carry paths, which may hold brackets that rich would read as markup."""
     with err_console.status(title) as status:
         def report(message: str) -> None:
-            status.update(message)
+            status.update(Text(message))
             if echo and not err_console.is_terminal:
-                err_console.print(message, highlight=False)
+                err_console.print(Text(message), highlight=False)
 
         yield report
 

@@ -76,6 +76,8 @@ BAD_INPUT = [
     (["demo", "--threads", "0"], ["--threads"]),
     (["demo", "--kind", "bad"], ["unknown cheap convolution kind 'bad'"]),
     (["demo", "--target", "nope"], ["unknown target 'nope'"]),
+    (["demo", "--backend", "tflite"], ["unknown backend 'tflite'"]),
+    (["demo", "--backend", "tensorrt"], ["does not support the tensorrt backend"]),
     (["demo", "--method", "alone"], ["--method"]),
 ]
 

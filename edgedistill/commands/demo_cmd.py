@@ -18,7 +18,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from edgedistill.commands.common import friendly_errors
+from edgedistill.commands.common import ListingOption, backend_names, friendly_errors
 from edgedistill.errors import EdgeDistillError, Interrupted
 from edgedistill.ui import err_console, status_reporter
 
@@ -36,8 +36,8 @@ DEFAULTS: dict[str, Any] = {"method": "mutual", "kind": "shift", "epochs": 1, "t
 @click.option("--kind", "-k", default="shift", show_default=True, help="Cheap convolution of the student.")
 @click.option("--epochs", "-e", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--target", "-t", default="host", show_default=True)
-@click.option("--backend", "-b", type=click.Choice(["onnxruntime", "tvm", "tensorrt"]),
-              help="Compiler of the bundle.  [default: tvm where the target has it, so the bench compares it with onnxruntime]")
+@click.option("--backend", "-b", cls=ListingOption, listing=backend_names,
+              help="{names}: the bundle's backend.  [default: tvm where the target has it, so the bench compares it with onnxruntime]")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for training and benchmarking.")
 @click.option("--limit", type=click.IntRange(min=1), help="Train and test on N images only (a first look in seconds).")
 @click.option("--quick", is_flag=True, help="Short timing (20 runs, 0.3 s per model) and no memory probes.")
@@ -53,6 +53,7 @@ def demo_command(
     """
     from edgedistill.config import TrainConfig
     from edgedistill.export.targets import load_target
+    from edgedistill.backends import get_backend
     from edgedistill.training import check_networks
 
     root = Path(out)
@@ -61,7 +62,11 @@ def demo_command(
     cfg = TrainConfig(method=method, kind=kind, epochs=epochs, threads=threads, limit=limit, out=str(root / "run"))
     cfg.validate()  # every bad setting fails here, before anything is written
     check_networks(cfg)
-    chosen = backend or ("tvm" if "tvm" in load_target(target).backends else None)  # None: the target's default
+    spec = load_target(target)
+    if backend is not None and backend not in spec.backends:  # an unknown name gets its suggestion here
+        get_backend(backend)
+        raise EdgeDistillError(f"target {spec.name} does not support the {backend} backend", f"its backends: {', '.join(spec.backends)}")
+    chosen = backend or ("tvm" if "tvm" in spec.backends else None)  # None: the target's default
     existing = _check_out(root, settings, again)
     created_root = not root.exists()
     if existing is None:

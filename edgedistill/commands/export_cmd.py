@@ -6,6 +6,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 import click
+from rich.markup import escape
 
 from edgedistill.commands.common import ListingOption, backend_names, friendly_errors, json_option, print_json
 from edgedistill.ui import err_console, mib, out_console, pct, si, status_reporter, table
@@ -74,7 +75,7 @@ def render_export_summary(summary: ExportSummary) -> None:
         rows.append((m.role, m.model, m.lowering, si(m.params), macs, pct(m.accuracy) if m.trained else "untrained",
                      mib(m.onnx_bytes), mib(m.compiled_bytes), f"{worst:.1e}", f"{m.seconds:.1f} s"))
     out_console.print(table(
-        f"bundle {summary.bundle}: {summary.target}, {summary.backend}, {mib(summary.bundle_bytes)}, {summary.seconds:.0f} s",
+        f"bundle {escape(summary.bundle)}: {summary.target}, {summary.backend}, {mib(summary.bundle_bytes)}, {summary.seconds:.0f} s",
         ["model", "network", "form", "params", "MACs", "test top-1", "ONNX", "compiled", "max |diff|", "time"],
         rows, caption=f"parity checked on {summary.samples}",
     ))
@@ -85,8 +86,8 @@ def render_export_summary(summary: ExportSummary) -> None:
             ratio += f", compiled {teacher.compiled_bytes / student.compiled_bytes:.1f}× smaller"
         err_console.print(f"student vs teacher: {ratio}; MACs {teacher.macs / student.macs:.1f}× fewer")
     for note in summary.notes:
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
-    err_console.print(f"next: edgedistill bench {summary.bundle}")
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    err_console.print(f"next: edgedistill bench {escape(summary.bundle)}", highlight=False)
 
 
 @click.command("targets")
