@@ -22,9 +22,9 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from edgedistill.commands import bench_cmd, demo_cmd, doctor_cmd, eval_cmd, export_cmd, info_cmd, train_cmd
+    from edgedistill.commands import bench_cmd, demo_cmd, doctor_cmd, eval_cmd, export_cmd, info_cmd, probe_cmd, train_cmd
 
-    for module in (demo_cmd, train_cmd, eval_cmd, export_cmd, bench_cmd, info_cmd, doctor_cmd):
+    for module in (probe_cmd, demo_cmd, train_cmd, eval_cmd, export_cmd, bench_cmd, info_cmd, doctor_cmd):
         for command in module.COMMANDS:
             main.add_command(command)
 

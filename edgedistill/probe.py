@@ -1,0 +1,211 @@
+"""``edgedistill probe``: step 0, before any training — which cheap student is worth it on a target?
+
+Builds the teacher and each cheap variant of an architecture untrained (latency does not depend
+on the weights), exports each through the real export pipeline (so every variant ships in its
+fastest measured form, parity-checked, and compiled by the target's backend), then times all
+variants interleaved on every backend that runs here, with the project's measuring method.
+The result says, per backend: params, nominal and executed MACs, latency, speed-up over the
+teacher, speed-up / MACs ratio, and the recommended kind.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploy.backends import open_runner
+from deploy.bench import make_input
+from deploy.env import environment_record, usable_cores
+from deploy.manifest import Bundle
+from deploy.measure import MeasureConfig, interleaved
+from edgedistill.backends import backend_names, get_backend
+from edgedistill.cheap import CheapSpec
+from edgedistill.checkpoints import ModelCheckpoint, save_model_checkpoint
+from edgedistill.errors import EdgeDistillError
+from edgedistill.models import ModelSpec, create_model
+
+DEFAULT_VARIANTS = ("teacher", "shift", "depthwise", "group:2", "group:4", "group:8")
+TEACHER = "teacher"
+PROBE_FORMAT = "edgedistill-probe/1"
+
+
+def parse_variant(text: str) -> CheapSpec | None:
+    """``teacher`` -> None; ``shift``, ``depthwise``, ``group:4`` -> the cheap conv."""
+    if text == TEACHER:
+        return None
+    kind, _, groups = text.partition(":")
+    if groups and (kind != "group" or not groups.isdigit()):
+        raise EdgeDistillError(f"bad variant '{text}'", "write teacher, shift, depthwise or group:G (e.g. group:4)")
+    return CheapSpec(kind, int(groups)) if groups else CheapSpec(kind)
+
+
+@dataclass
+class ProbeOptions:
+    target: str = "host"
+    model: str = "resnet20"
+    image_size: int = 32
+    in_channels: int = 3
+    num_classes: int = 10
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
+    backends: tuple[str, ...] = ()
+    """Empty: every backend of the probe's bundles that runs here."""
+    threads: int | None = None
+    tune_trials: int = 0
+    config: MeasureConfig = field(default_factory=MeasureConfig)
+
+
+@dataclass
+class ProbeRow:
+    variant: str
+    model: str
+    params: int
+    macs: int
+    executed_macs: int
+    form: str
+    median_ms: dict[str, float]
+    """Per backend."""
+    speedup: dict[str, float]
+    """Teacher's median over this variant's, per backend."""
+    speedup_vs_macs: dict[str, float]
+
+
+@dataclass
+class ProbeResult:
+    format: str
+    target: str
+    model: str
+    input_shape: list[int]
+    backends: list[str]
+    threads: int
+    rows: list[ProbeRow]
+    recommended: dict[str, str]
+    """Per backend: the cheap variant with the largest measured speed-up."""
+    notes: list[str]
+    environment: dict[str, Any]
+    method: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _export_variant(label: str, spec: ModelSpec, options: ProbeOptions, workdir: Path, report: Callable[[str], None]) -> Path:
+    """A bundle holding the untrained ``spec`` (as its student, or as its teacher)."""
+    from edgedistill.export.pipeline import ExportOptions, export_bundle
+    from edgedistill.export.targets import load_target
+
+    role = "student" if spec.is_student else TEACHER
+    # Parity is checked on real images where a dataset of that many channels is here, else on noise.
+    data = {"name": "fashion-mnist" if options.in_channels == 1 else "cifar10", "num_classes": options.num_classes, "in_channels": options.in_channels,
+            "image_size": options.image_size, "mean": [0.0] * options.in_channels, "std": [1.0] * options.in_channels,
+            "class_names": [str(i) for i in range(options.num_classes)]}
+    checkpoint = workdir / label / f"{role}-best.pt"
+    checkpoint.parent.mkdir(parents=True)
+    save_model_checkpoint(checkpoint, ModelCheckpoint(spec, create_model(spec).state_dict(), data, {}, role))
+    target = load_target(options.target)
+    # Compile where it can (a TVM bundle also carries the ONNX, so every backend gets timed), unless TVM is not asked for.
+    wants_tvm = "tvm" in target.backends and (not options.backends or "tvm" in options.backends)
+    backend = "tvm" if wants_tvm else target.default_backend
+    summary = export_bundle(checkpoint, ExportOptions(
+        target=options.target, backend=backend, out=str(workdir / label / "bundle"), models=(role,), parity_samples=4,
+        tune_trials=options.tune_trials if backend == "tvm" else 0,
+    ), lambda message: report(f"{label}: {message}"))
+    return Path(summary.bundle)
+
+
+def run_probe(options: ProbeOptions, report: Callable[[str], None] | None = None) -> ProbeResult:
+    report = report or (lambda _m: None)
+    if TEACHER not in options.variants:
+        raise EdgeDistillError("the variants must include 'teacher'", "every speed-up is over the teacher")
+    specs = {label: ModelSpec(options.model, options.num_classes, options.in_channels, cheap=parse_variant(label))
+             for label in dict.fromkeys(options.variants)}
+    for backend in options.backends:
+        get_backend(backend)
+    from edgedistill.export.targets import host_can_run, load_target
+
+    can_run, why = host_can_run(load_target(options.target))
+    if not can_run:  # timing another machine's code here would answer the wrong question
+        raise EdgeDistillError(f"probe times networks on this machine, and {why}",
+                               "probe on the board itself (pip install edgedistill there), or pick a target this machine can run")
+    threads = options.threads or usable_cores()
+    with tempfile.TemporaryDirectory(prefix="edgedistill-probe-") as tmp:
+        bundles = {label: Bundle.load(_export_variant(label, spec, options, Path(tmp), report), force=True)
+                   for label, spec in specs.items()}
+        first = next(iter(bundles.values()))
+        runnable, notes = [], []
+        for name in options.backends or backend_names():
+            ok, why, _hint = get_backend(name).runs_here(first)
+            if ok:
+                runnable.append(name)
+            elif options.backends:
+                raise EdgeDistillError(why, _hint)
+            else:
+                notes.append(f"{name}: not timed ({why})")
+        x = make_input(first.input_shape, first.input_dtype)
+        medians: dict[str, dict[str, float]] = {label: {} for label in bundles}
+        for backend in runnable:
+            report(f"timing {len(bundles)} networks with {backend} ({threads} threads), interleaved")
+            runners = {label: open_runner(backend, bundle.artifact_path(bundle.model_names()[0], backend), threads)
+                       for label, bundle in bundles.items()}
+            stats = interleaved({label: (lambda r=r: r.run(x)) for label, r in runners.items()}, options.config)
+            for label, s in stats.items():
+                medians[label][backend] = s.median_ms
+            del runners
+        rows = [_row(label, bundle, medians, bundles[TEACHER]) for label, bundle in bundles.items()]
+    cheap = [r for r in rows if r.variant != TEACHER]
+    recommended = {b: max(cheap, key=lambda r: (r.speedup[b], -r.macs)).variant for b in runnable} if cheap else {}
+    return ProbeResult(PROBE_FORMAT, first.target_name, options.model, list(first.input_shape), runnable, threads, rows,
+                       recommended, notes, environment_record(threads), options.config.to_dict())
+
+
+def _row(label: str, bundle: Bundle, medians: dict[str, dict[str, float]], teacher: Bundle) -> ProbeRow:
+    entry = bundle.model(bundle.model_names()[0])
+    teacher_entry = teacher.model(teacher.model_names()[0])
+    speedup = {b: medians[TEACHER][b] / ms for b, ms in medians[label].items()}
+    macs_ratio = teacher_entry["macs"] / entry["macs"]
+    return ProbeRow(label, entry["model"], entry["params"], entry["macs"], entry.get("executed_macs", entry["macs"]),
+                    (entry.get("lowering") or {}).get("form", "trained"), medians[label], speedup,
+                    {b: s / macs_ratio for b, s in speedup.items()})
+
+
+def markdown(result: ProbeResult) -> str:
+    lines = [f"# probe: {result.model} at {'×'.join(map(str, result.input_shape[1:]))} on {result.target}, "
+             f"{result.threads} threads", ""]
+    header = ["variant", "params", "MACs", "executed MACs", "form"]
+    for b in result.backends:
+        header += [f"{b} ms", f"{b} speed-up", f"{b} speed-up / MACs ratio"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in result.rows:
+        cells = [r.variant, f"{r.params / 1e3:.1f} k", f"{r.macs / 1e6:.2f} M", f"{r.executed_macs / 1e6:.2f} M", r.form]
+        for b in result.backends:
+            cells += [f"{r.median_ms[b]:.3f}", f"{r.speedup[b]:.2f}×", f"{r.speedup_vs_macs[b]:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *[f"- recommended on {b}: **{v}**" for b, v in result.recommended.items()], *[f"- {n}" for n in result.notes]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: ProbeResult, path: Path) -> None:
+    """Speed-up over the teacher against the MACs ratio, one marker per variant and backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    teacher_macs = next(r.macs for r in result.rows if r.variant == TEACHER)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for marker, backend in zip("osD^v", result.backends):
+        for r in result.rows:
+            ax.scatter(teacher_macs / r.macs, r.speedup[backend], marker=marker, label=backend if r.variant == TEACHER else None)
+            ax.annotate(r.variant, (teacher_macs / r.macs, r.speedup[backend]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    top = max(teacher_macs / r.macs for r in result.rows)
+    ax.plot([1, top], [1, top], "k:", linewidth=0.8, label="speed-up = MACs ratio")
+    ax.set_xlabel("MACs ratio (teacher / variant)")
+    ax.set_ylabel("measured speed-up over the teacher")
+    ax.set_title(f"{result.model} on {result.target}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
