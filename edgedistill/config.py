@@ -102,7 +102,7 @@ class TrainConfig:
         for ok, message, hint in checks:
             if not ok:
                 raise EdgeDistillError(f"invalid configuration: {message}", hint)
-        from edgedistill.cheap import CHEAP_KINDS
+        from edgedistill.cheap import get_kind
         from edgedistill.distill.methods import METHODS
         from edgedistill.distill.runtime import check_device_name
         from edgedistill.models import model_names
@@ -114,8 +114,7 @@ class TrainConfig:
                 error.hint = (f"'{self.model}' is built by --method od around its students, not a --model; "
                               f"give the students' architecture, e.g. --model resnet20 --method od")
             raise error
-        if self.kind not in CHEAP_KINDS:
-            raise unknown_name("cheap convolution kind", self.kind, CHEAP_KINDS)
+        get_kind(self.kind)  # unknown name: "did you mean"
         METHODS.get(self.method)  # unknown name: "did you mean"
         from edgedistill.data import dataset_names
 

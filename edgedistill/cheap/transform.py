@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from torch import nn
@@ -21,7 +22,6 @@ from edgedistill.cheap.modules import DepthwiseSeparableConv2d, GroupConv2d, Shi
 from edgedistill.errors import EdgeDistillError
 from edgedistill.utils.names import suggest, unknown_name
 
-CHEAP_KINDS = ("shift", "depthwise", "group")
 DEFAULT_GROUPS = 4
 """Group count for ``kind="group"``: 4 gives ~2.8× fewer conv MACs on ResNets
 (8 gives ~4×); g = 1 would be no saving at all."""
@@ -40,12 +40,7 @@ class CheapSpec:
     keep: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.kind not in CHEAP_KINDS:
-            raise unknown_name("cheap convolution kind", self.kind, CHEAP_KINDS)
-        if self.kind == "group" and self.groups < 2:
-            raise EdgeDistillError(
-                f"groups={self.groups} gives no saving", "use --groups 2 or more (default 4)"
-            )
+        get_kind(self.kind).check_spec(self)
         keep = (self.keep,) if isinstance(self.keep, str) else tuple(self.keep or ())
         object.__setattr__(self, "keep", tuple(dict.fromkeys(str(name) for name in keep)))
 
@@ -79,40 +74,105 @@ def _padding_mode(conv: nn.Conv2d) -> str:
     return getattr(conv, "padding_mode", "zeros")
 
 
+@dataclass(frozen=True)
+class ConvSite:
+    """The standard conv being replaced, as each kind's builder needs it."""
+
+    conv: nn.Conv2d
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: str | tuple[int, int]
+    dilation: tuple[int, int]
+    padding_mode: str
+    where: str
+    """For errors: "conv 'layers.0.conv1'"."""
+    keep_it: str
+    """For hints: the --keep flag that keeps this conv standard."""
+
+    @classmethod
+    def of(cls, conv: nn.Conv2d, name: str) -> ConvSite:
+        padding = conv.padding if isinstance(conv.padding, str) else _pair(conv.padding)
+        return cls(conv, _pair(conv.kernel_size), _pair(conv.stride), padding, _pair(conv.dilation), _padding_mode(conv),
+                   f"conv '{name}'" if name else "conv", f"--keep {name}" if name else "--keep NAME")
+
+
+@dataclass(frozen=True)
+class CheapKind:
+    """One kind of cheap convolution: how it replaces a conv, and what it checks first."""
+
+    name: str
+    description: str
+    build: Callable[[ConvSite, CheapSpec], nn.Module]
+    check_spec: Callable[[CheapSpec], None] = lambda spec: None
+    """Refuse settings that make no sense for this kind (before any model exists)."""
+    check_model: Callable[[dict[str, nn.Conv2d], CheapSpec], None] = lambda convs, spec: None
+    """Refuse, with a hint that works, a model this kind cannot be applied to (all convs at once)."""
+
+
+CHEAP_KIND_REGISTRY: dict[str, CheapKind] = {}
+
+
+def register_kind(kind: CheapKind) -> CheapKind:
+    if kind.name in CHEAP_KIND_REGISTRY:
+        raise ValueError(f"cheap convolution kind {kind.name!r} registered twice")
+    CHEAP_KIND_REGISTRY[kind.name] = kind
+    return kind
+
+
+def cheap_kinds() -> list[str]:
+    return list(CHEAP_KIND_REGISTRY)
+
+
+def get_kind(name: str) -> CheapKind:
+    """The registered kind ``name``: an unknown one is an error, never another kind."""
+    if name not in CHEAP_KIND_REGISTRY:
+        raise unknown_name("cheap convolution kind", name, CHEAP_KIND_REGISTRY)
+    return CHEAP_KIND_REGISTRY[name]
+
+
 def cheap_conv_for(conv: nn.Conv2d, spec: CheapSpec, name: str = "") -> nn.Module:
     """The cheap module that replaces ``conv`` (same in/out channels, output size and padding mode)."""
-    bias = conv.bias is not None
-    kernel, stride = _pair(conv.kernel_size), _pair(conv.stride)
-    dilation = _pair(conv.dilation)
-    padding = conv.padding if isinstance(conv.padding, str) else _pair(conv.padding)
-    padding_mode = _padding_mode(conv)
-    where = f"conv '{name}'" if name else "conv"
-    keep_it = f"--keep {name}" if name else "--keep NAME"
-    if spec.kind == "shift":
-        same = padding in ("same", (kernel[0] // 2, kernel[1] // 2))
-        if kernel[0] != kernel[1] or kernel[0] % 2 == 0 or dilation != (1, 1) or not same or stride[0] != stride[1]:
-            raise EdgeDistillError(
-                f"{where} ({kernel[0]}×{kernel[1]}, padding {padding}, dilation {dilation}) cannot become a shift",
-                "shift needs a square odd kernel with 'same' padding and no dilation; use --kind depthwise or group, "
-                f"or keep this conv standard with {keep_it}",
-            )
-        if padding_mode != "zeros":
-            raise EdgeDistillError(
-                f"{where} pads with padding_mode='{padding_mode}', but a shift fills with zeros",
-                f"use --kind depthwise or group (they keep the padding mode), or keep this conv standard with {keep_it}",
-            )
-        return ShiftConv2d(conv.in_channels, conv.out_channels, kernel[0], stride[0], bias=bias)
-    if spec.kind == "depthwise":
-        return DepthwiseSeparableConv2d(
-            conv.in_channels, conv.out_channels, kernel, stride, padding, dilation, bias=bias, padding_mode=padding_mode
+    return get_kind(spec.kind).build(ConvSite.of(conv, name), spec)
+
+
+def _shift(site: ConvSite, spec: CheapSpec) -> nn.Module:
+    kernel, stride, padding = site.kernel, site.stride, site.padding
+    same = padding in ("same", (kernel[0] // 2, kernel[1] // 2))
+    if kernel[0] != kernel[1] or kernel[0] % 2 == 0 or site.dilation != (1, 1) or not same or stride[0] != stride[1]:
+        raise EdgeDistillError(
+            f"{site.where} ({kernel[0]}×{kernel[1]}, padding {padding}, dilation {site.dilation}) cannot become a shift",
+            "shift needs a square odd kernel with 'same' padding and no dilation; use --kind depthwise or group, "
+            f"or keep this conv standard with {site.keep_it}",
         )
+    if site.padding_mode != "zeros":
+        raise EdgeDistillError(
+            f"{site.where} pads with padding_mode='{site.padding_mode}', but a shift fills with zeros",
+            f"use --kind depthwise or group (they keep the padding mode), or keep this conv standard with {site.keep_it}",
+        )
+    conv = site.conv
+    return ShiftConv2d(conv.in_channels, conv.out_channels, kernel[0], stride[0], bias=conv.bias is not None)
+
+
+def _depthwise(site: ConvSite, spec: CheapSpec) -> nn.Module:
+    conv = site.conv
+    return DepthwiseSeparableConv2d(conv.in_channels, conv.out_channels, site.kernel, site.stride, site.padding, site.dilation,
+                                    bias=conv.bias is not None, padding_mode=site.padding_mode)
+
+
+def _group(site: ConvSite, spec: CheapSpec) -> nn.Module:
+    conv = site.conv
     if conv.in_channels % spec.groups:
         raise EdgeDistillError(
-            f"{where} has {conv.in_channels} input channels, not divisible by groups={spec.groups}",
-            f"choose --groups that divides every channel count of the model, or keep this conv standard with {keep_it}",
+            f"{site.where} has {conv.in_channels} input channels, not divisible by groups={spec.groups}",
+            f"choose --groups that divides every channel count of the model, or keep this conv standard with {site.keep_it}",
         )
-    return GroupConv2d(conv.in_channels, conv.out_channels, kernel, stride, padding, dilation, spec.groups, bias=bias,
-                       padding_mode=padding_mode)
+    return GroupConv2d(conv.in_channels, conv.out_channels, site.kernel, site.stride, site.padding, site.dilation, spec.groups,
+                       bias=conv.bias is not None, padding_mode=site.padding_mode)
+
+
+def _check_groups(spec: CheapSpec) -> None:
+    if spec.groups < 2:
+        raise EdgeDistillError(f"groups={spec.groups} gives no saving", "use --groups 2 or more (default 4)")
 
 
 def _groups_hint(convs: dict[str, nn.Conv2d], spec: CheapSpec) -> None:
@@ -176,8 +236,7 @@ def make_student(teacher: nn.Module, spec: CheapSpec, keep: Iterable[str] | None
             "a cheap student needs nn.Conv2d layers with kernel > 1 and groups == 1"
             + (" (--keep leaves none)" if spec.keep else ""),
         )
-    if spec.kind == "group":
-        _groups_hint(targets, spec)
+    get_kind(spec.kind).check_model(targets, spec)
     student = copy.deepcopy(teacher)
     names = dict(student.named_modules())
     for name in targets:
@@ -191,3 +250,9 @@ def replaced_convs(teacher: nn.Module, keep: Iterable[str] | None = None, spec: 
     """Names of the convs :func:`make_student` would replace (for reports)."""
     kept = kept_convs(teacher, spec, keep)
     return [n for n, m in teacher.named_modules() if is_replaceable(m) and n not in kept]
+
+
+register_kind(CheapKind("shift", "parameter- and FLOP-free shift of each channel, then a 1×1 conv", _shift))
+register_kind(CheapKind("depthwise", "K×K depthwise conv, then a 1×1 conv (depthwise-separable)", _depthwise))
+register_kind(CheapKind("group", "K×K group conv (--groups), then a 1×1 conv that mixes the groups", _group,
+                        check_spec=_check_groups, check_model=_groups_hint))

@@ -82,6 +82,12 @@ class ListingOption(click.Option):
         return super().get_help_record(ctx)
 
 
+def kind_names() -> list[str]:
+    from edgedistill.cheap import cheap_kinds
+
+    return cheap_kinds()
+
+
 def backend_names() -> list[str]:
     from edgedistill.backends import backend_names as names
 

@@ -18,7 +18,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from edgedistill.commands.common import ListingOption, backend_names, friendly_errors
+from edgedistill.commands.common import ListingOption, backend_names, friendly_errors, kind_names
 from edgedistill.errors import EdgeDistillError, Interrupted
 from edgedistill.ui import err_console, status_reporter
 
@@ -33,7 +33,8 @@ DEFAULTS: dict[str, Any] = {"method": "mutual", "kind": "shift", "epochs": 1, "t
 @click.option("--method", type=click.Choice(["mutual", "od"]), default="mutual", show_default=True,
               help="mutual: a standard-conv teacher and its student learn together, so the bench compares two trained "
                    "networks; od: the paper's online teacher over 4 students (the bench's teacher is then an untrained reference).")
-@click.option("--kind", "-k", default="shift", show_default=True, help="Cheap convolution of the student.")
+@click.option("--kind", "-k", default="shift", show_default=True, cls=ListingOption, listing=kind_names,
+              help="Cheap convolution of the student: {names}.")
 @click.option("--epochs", "-e", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--target", "-t", default="host", show_default=True)
 @click.option("--backend", "-b", cls=ListingOption, listing=backend_names,

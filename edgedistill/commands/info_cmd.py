@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
-from edgedistill.commands.common import friendly_errors, json_option, print_json
+from edgedistill.commands.common import ListingOption, friendly_errors, json_option, kind_names, print_json
 from edgedistill.ui import out_console, si, table
 
 
 @click.command("models")
-@click.option("--kind", "-k", default="shift", show_default=True, help="Cheap conv of the student column.")
+@click.option("--kind", "-k", default="shift", show_default=True, cls=ListingOption, listing=kind_names,
+              help="Cheap conv of the student column: {names}.")
 @click.option("--groups", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--in-channels", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--image-size", type=click.IntRange(min=1), default=32, show_default=True)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.markup import escape
 
-from edgedistill.commands.common import friendly_errors, json_option, print_json
+from edgedistill.commands.common import ListingOption, friendly_errors, json_option, kind_names, print_json
 from edgedistill.ui import err_console, out_console, pct, si, table
 
 if TYPE_CHECKING:
@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 # Every option defaults to None so that only flags the user typed override the config file.
 _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--model", "-m"), {"help": "Architecture of teacher and student (see 'edgedistill models').  [default: resnet20]"}),
-    (("--kind", "-k"), {"help": "Cheap convolution of the student: shift | depthwise | group.  [default: shift]"}),
+    (("--kind", "-k"), {"cls": ListingOption, "listing": kind_names,
+                        "help": "Cheap convolution of the student: {names}.  [default: shift]"}),
     (("--groups",), {"type": int, "help": "Groups of --kind group.  [default: 4]"}),
     (("--keep",), {"multiple": True, "metavar": "NAME",
                    "help": "Keep this conv standard in the student (a name from model.named_modules(), e.g. "
