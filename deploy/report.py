@@ -1,56 +1,74 @@
-"""Plain-text table of a bench result (the board has no rich/click)."""
+"""The latency/memory table of bench documents: one definition of its columns, rendered as plain
+text here (the board has no rich), and by the host as a rich table and as markdown."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+Cell = Callable[[Dict[str, Any], Dict[str, Any]], Optional[str]]
+"""(document, result) -> the cell's text, or None for "no figure"."""
 
 
-def _mib(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value / 2**20:.2f}"
+def _mib(value: Optional[float]) -> Optional[str]:
+    return None if value is None else f"{value / 2**20:.2f}"
 
 
-def _row_cells(result: Dict[str, Any]) -> List[str]:
-    lat = result["latency_ms"]
-    mem = result.get("memory") or {}
-    rss = _mib(mem.get("peak_rss_delta_bytes"))
-    if "peak_rss_delta_bytes_arena_on" in mem:
-        rss += f" / {_mib(mem['peak_rss_delta_bytes_arena_on'])}"
-    accuracy = (result.get("accuracy") or {}).get("test_top1")
-    return [
-        result["model"],
-        result["backend"],
-        str(result["threads"]),
-        f"{lat['first_run']:.3f}",
-        f"{lat['median']:.3f}",
-        f"{lat['p90']:.3f}",
-        f"{lat['p99']:.3f}",
-        f"{lat['mean']:.3f}±{lat['std']:.3f}",
-        f"{lat['cv']:.2f}" + (" !" if lat["high_cv"] else ""),
-        str(lat["runs"]),
-        rss,
-        _mib(mem.get("file_bytes")),
-        "-" if accuracy is None else f"{accuracy:.4f}",
-    ]
+def _latency(key: str, digits: int) -> Cell:
+    return lambda document, result: f"{result['latency_ms'][key]:.{digits}f}"
 
 
-HEADER = [
-    "model",
-    "backend",
-    "thr",
-    "first ms",
-    "median ms",
-    "p90 ms",
-    "p99 ms",
-    "mean±std ms",
-    "cv",
-    "runs",
-    "peak RSS Δ MiB (arena off/on)",
-    "file MiB",
-    "test top-1",
-]
+def _memory(key: str) -> Cell:
+    return lambda document, result: _mib((result.get("memory") or {}).get(key))
 
 
-def warnings(documents: List[Dict[str, Any]]) -> List[str]:
+def where(document: Dict[str, Any]) -> str:
+    """The machine a document was measured on, as tables name it."""
+    env = document.get("environment") or {}
+    name = env.get("hostname") or "?"
+    if env.get("rpc"):
+        name = f"{name} (rpc key {env['rpc']['key']})"
+    return f"{name} [emulated]" if env.get("emulated") else name
+
+
+def _top1(document: Dict[str, Any], result: Dict[str, Any]) -> str:
+    top1 = (result.get("accuracy") or {}).get("test_top1")
+    return "untrained" if top1 is None else f"{100 * top1:.2f}%"
+
+
+def _cv(document: Dict[str, Any], result: Dict[str, Any]) -> str:
+    latency = result["latency_ms"]
+    return f"{latency['cv']:.2f}" + ("!" if latency["high_cv"] else "")
+
+
+# (header, in the narrow table too, cell). A high cv is marked "!" (see warnings()).
+COLUMNS: Tuple[Tuple[str, bool, Cell], ...] = (
+    ("where", True, lambda document, result: where(document)),
+    ("backend", True, lambda document, result: result["backend"]),
+    ("model", True, lambda document, result: result["model"]),
+    ("threads", False, lambda document, result: None if result.get("threads") is None else str(result["threads"])),
+    ("median ms", True, _latency("median", 3)),
+    ("p90 ms", True, _latency("p90", 3)),
+    ("p99 ms", False, _latency("p99", 3)),
+    ("cv", True, _cv),
+    ("first run ms", False, _latency("first_run", 2)),
+    ("runs", False, lambda document, result: str(result["latency_ms"]["runs"])),
+    ("peak RSS Δ MiB", True, _memory("peak_rss_delta_bytes")),
+    ("RSS Δ ORT arena on MiB", False, _memory("peak_rss_delta_bytes_arena_on")),
+    ("file MiB", True, _memory("file_bytes")),
+    ("weights MiB", False, _memory("weight_bytes")),
+    ("test top-1", True, _top1),
+)
+
+
+def latency_table(documents: Sequence[Dict[str, Any]], wide: bool = True,
+                  show_where: bool = True) -> Tuple[List[str], List[List[Optional[str]]]]:
+    """Headers and rows (plain text; None = no figure) of every result of ``documents``."""
+    columns = [(h, cell) for h, narrow, cell in COLUMNS if (wide or narrow) and (show_where or h != "where")]
+    rows = [[cell(document, result) for _, cell in columns] for document in documents for result in document["results"]]
+    return [h for h, _ in columns], rows
+
+
+def warnings(documents: Sequence[Dict[str, Any]]) -> List[str]:
     """What makes figures unreliable, for every renderer of bench documents (board and host alike)."""
     found = []
     if any(result["latency_ms"]["high_cv"] for document in documents for result in document["results"]):
@@ -62,9 +80,10 @@ def warnings(documents: List[Dict[str, Any]]) -> List[str]:
 
 def format_table(document: Dict[str, Any]) -> str:
     """The results as aligned columns, then the teacher/student speed-up and warnings."""
-    rows = [HEADER] + [_row_cells(result) for result in document["results"]]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    headers, rows = latency_table([document], show_where=False)
+    text = [headers] + [["-" if cell is None else cell for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in text) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in text]
     by_model = {result["model"]: result for result in document["results"]}
     if "student" in by_model and "teacher" in by_model:
         ratio = by_model["teacher"]["latency_ms"]["median"] / by_model["student"]["latency_ms"]["median"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgedistill.bench.report import where
+from deploy.report import where
 from edgedistill.errors import ToolchainError
 from edgedistill.utils.atomic import save_with
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import BENCH_FORMAT
+from deploy.report import latency_table, warnings, where
 from deploy.atomic import current_umask
 from edgedistill.errors import EdgeDistillError
 
@@ -52,14 +53,6 @@ class Comparison:
     accuracy_delta: float | None
     """Student test top-1 minus teacher test top-1, when both are trained."""
     emulated: bool
-
-
-def where(document: dict[str, Any]) -> str:
-    env = document.get("environment") or {}
-    name = env.get("hostname") or "?"
-    if env.get("rpc"):
-        name = f"{name} (rpc key {env['rpc']['key']})"
-    return f"{name} [emulated]" if env.get("emulated") else name
 
 
 def load_document(path: str | Path) -> dict[str, Any]:
@@ -361,22 +354,12 @@ def notes(documents: list[dict[str, Any]]) -> list[str]:
 
 
 def markdown(documents: list[dict[str, Any]]) -> str:
-    """The latency table and the comparisons as markdown (for READMEs and notes)."""
-    lines = [
-        "| where | backend | model | median ms | p90 ms | p99 ms | cv | first run ms | peak RSS Δ MiB | file MiB | test top-1 |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for document in documents:
-        for r in document["results"]:
-            lat, mem = r["latency_ms"], r.get("memory") or {}
-            top1 = _top1(r)
-            cells = [
-                where(document), r["backend"], r["model"], f"{lat['median']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}",
-                f"{lat['cv']:.2f}" + (" (high)" if lat["high_cv"] else ""), f"{lat['first_run']:.2f}",
-                _mib(mem.get("peak_rss_delta_bytes")), _mib(mem.get("file_bytes")),
-                "untrained" if top1 is None else f"{100 * top1:.2f}%",
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
+    """The latency table (every column) and the comparisons as markdown (for READMEs and notes)."""
+    headers, rows = latency_table(documents)
+    lines = ["| " + " | ".join(headers) + " |", "|---|---|---|" + "---:|" * (len(headers) - 3)]
+    lines += ["| " + " | ".join("—" if cell is None else cell for cell in row) + " |" for row in rows]
+    for warning in warnings(documents):
+        lines += ["", f"Warning: {warning}"]
     for note in notes(documents):
         lines += ["", f"Note: {note}"]
     comparisons = compare_documents(documents)
@@ -389,10 +372,6 @@ def markdown(documents: list[dict[str, Any]]) -> str:
                 f"{_fmt(c.file_ratio, '×')} | {_fmt(c.rss_ratio, '×')} |"
             )
     return "\n".join(lines) + "\n"
-
-
-def _mib(value: float | None) -> str:
-    return "—" if value is None else f"{value / 2**20:.2f}"
 
 
 def _fmt(value: float | None, unit: str = "") -> str:

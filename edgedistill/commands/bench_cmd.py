@@ -9,10 +9,10 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from edgedistill.bench.report import where
+from deploy.report import latency_table, where
 from edgedistill.commands.common import ListingOption, backend_names, friendly_errors, json_option, print_json
 from edgedistill.errors import EdgeDistillError, ToolchainError
-from edgedistill.ui import err_console, out_console, pct, status_reporter, table
+from edgedistill.ui import err_console, out_console, status_reporter, table
 
 
 @click.command("bench", epilog="Examples:\n\n\b\n  edgedistill bench runs/od                       # export for this host, measure every local backend\n"
@@ -98,29 +98,9 @@ def bench_command(source: str | None, target: str, backends: tuple[str, ...], mo
 
 
 def _latency_rows(documents: list[dict], wide: bool, show_where: bool) -> tuple[list[str], list[tuple]]:
-    columns = (["where"] if show_where else []) + ["backend", "model"] + (["threads"] if wide else []) + ["median", "p90"] \
-        + (["p99"] if wide else []) + ["cv"] + (["first run"] if wide else []) + ["peak RSS Δ MiB"] \
-        + (["RSS Δ ORT arena on MiB"] if wide else []) + ["file MiB"] + (["weights MiB"] if wide else []) + ["test top-1"]
-    rows = []
-    for document in documents:
-        for r in document["results"]:
-            lat, mem = r["latency_ms"], r.get("memory") or {}
-            top1 = (r.get("accuracy") or {}).get("test_top1")
-            cells: dict[str, object] = {
-                "where": escape(where(document)), "backend": r["backend"], "model": r["model"], "threads": r.get("threads"),
-                "median": f"{lat['median']:.3f}", "p90": f"{lat['p90']:.3f}", "p99": f"{lat['p99']:.3f}",
-                "cv": f"{lat['cv']:.2f}" + ("[red]![/]" if lat["high_cv"] else ""), "first run": f"{lat['first_run']:.2f}",
-                "peak RSS Δ MiB": _mib(mem.get("peak_rss_delta_bytes")),
-                "RSS Δ ORT arena on MiB": _mib(mem.get("peak_rss_delta_bytes_arena_on")),
-                "file MiB": _mib(mem.get("file_bytes")), "weights MiB": _mib(mem.get("weight_bytes")),
-                "test top-1": "untrained" if top1 is None else pct(top1),
-            }
-            rows.append(tuple(cells[c] for c in columns))
-    return columns, rows
-
-
-def _mib(value: float | None) -> str | None:
-    return None if value is None else f"{value / 2**20:.2f}"
+    """deploy.report's latency table (the one definition of its columns), cells escaped for rich."""
+    columns, rows = latency_table(documents, wide=wide, show_where=show_where)
+    return columns, [tuple(None if cell is None else escape(cell) for cell in row) for row in rows]
 
 
 def render_bench(documents: list[dict], wide: bool = False, console: Console | None = None) -> None:
