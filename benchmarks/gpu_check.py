@@ -43,8 +43,8 @@ Sections (each independent: a failure is recorded and the next one starts):
                     torch.distributed.run; the kill takes the agent and its worker), then, if the
                     budget allows, a 1-epoch run there too
   ddp_nccl          DistributedDataParallel over an NCCL process group (world size 1, subprocess):
-                    edgedistill starts a process group only for WORLD_SIZE > 1, so torchrun with one
-                    process does not reach NCCL; this section drives the Trainer through DDP itself
+                    the Trainer driven through DDP directly, apart from the CLI (real_run_torchrun
+                    reaches NCCL + DDP through the CLI: torchrun starts the group even for 1 process)
   compile           torch.compile of the OD step (default and reduce-overhead modes; subprocess with a
                     timeout): compile time, images/s against eager, or the error text
   estimate          wall time of the paper's schedule (ResNet-56, 4 shift students, CIFAR-10's 50,000
@@ -829,9 +829,8 @@ def real_runs(check: Check, launcher: str) -> dict[str, Any]:
             result["one_epoch"] = {"status": "skipped", "reason": (
                 "--quick" if a.quick else f"budget: {check.remaining():.0f} s left, kept for the later sections")
                 + "; the killed-and-resumed run above is a complete run under torchrun"}
-        result["note"] = ("WORLD_SIZE=1: edgedistill's training_runtime starts a process group only when WORLD_SIZE > 1, "
-                          "so this exercises torchrun's environment (LOCAL_RANK -> cuda:0) but neither NCCL nor DDP; "
-                          "see section ddp_nccl")
+        result["note"] = ("torchrun with one process: training_runtime starts the process group (NCCL on CUDA) because "
+                          "torchrun set TORCHELASTIC_RUN_ID, so the CLI trains through DDP as with more processes")
     problems = [f"{k}: {v['error']}" for k, v in result.items() if isinstance(v, dict) and v.get("error")]
     if problems:
         result.update(status="error", error="; ".join(problems)[:3000])

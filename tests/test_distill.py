@@ -170,3 +170,22 @@ def test_the_bar_does_not_show_the_previous_epochs_loss() -> None:
         reporter.step(None, 8)  # no loss of epoch 2 yet
         task = reporter.progress.tasks[-1]
         assert "2.000" not in task.fields["info"] and reporter.loss == ""
+
+
+def test_torchrun_with_one_process_still_trains_through_the_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchrun --nproc_per_node 1 must exercise the DDP path (NCCL on a GPU), not skip it."""
+    import socket
+
+    import torch.distributed as dist
+
+    from edgedistill.distill.runtime import training_runtime
+
+    with socket.socket() as sock:  # a free port on this machine for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in {"TORCHELASTIC_RUN_ID": "test", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    with training_runtime("cpu", amp=False) as runtime:
+        assert runtime.distributed and dist.is_initialized() and dist.get_world_size() == 1
+    assert not dist.is_initialized()

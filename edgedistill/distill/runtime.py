@@ -27,14 +27,13 @@ class Runtime:
     world_size: int = 1
     amp: bool = False
     channels_last: bool = False
+    distributed: bool = False
+    """A process group is up (torchrun launched this process, even as its only one): gradients go
+    through DDP and metrics through all-reduce."""
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp:
@@ -105,11 +104,14 @@ def training_runtime(
         torch.cuda.set_device(chosen)
         torch.backends.cudnn.benchmark = True
     started_group = False
-    if world_size > 1 and not dist.is_initialized():
+    # torchrun sets TORCHELASTIC_RUN_ID: with --nproc_per_node 1 too, the run goes through the
+    # process group and DDP (NCCL on GPUs), as it will with more processes.
+    if (world_size > 1 or "TORCHELASTIC_RUN_ID" in os.environ) and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
         started_group = True
     try:
-        yield Runtime(chosen, rank, world_size, amp=amp and chosen.type == "cuda", channels_last=channels_last)
+        yield Runtime(chosen, rank, world_size, amp=amp and chosen.type == "cuda", channels_last=channels_last,
+                      distributed=dist.is_initialized())
     finally:
         if started_group:
             dist.destroy_process_group()
