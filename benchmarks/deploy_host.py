@@ -13,6 +13,11 @@ Writes benchmarks/results/deploy-host.{json,md} and prints the table.
 
     python benchmarks/deploy_host.py                              # defaults below: ~9 min on 2 cores once tuned, ~30 the first time
     python benchmarks/deploy_host.py --tune-trials 0 --quick      # no tuning, short timing
+    python benchmarks/deploy_host.py --no-tvm --name deploy-host-lowered   # onnxruntime only, students in their fastest form
+
+Each student is exported in the form ``edgedistill export`` would ship (``--lowering``, default
+auto: the fastest candidate measured here, see edgedistill/export/lowering.py); the table shows
+the form and the MACs it really executes beside the architecture's.
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from deploy.backends import open_runner
 from deploy.env import environment_record
 from deploy.measure import MeasureConfig, interleaved
 from deploy.memory import memory_figures
-from deploy.backends import open_runner
 from edgedistill.backends.tvm.compile import compile_onnx
 from edgedistill.cheap import CheapSpec
+from edgedistill.export.form_choice import choose_form
 from edgedistill.export.onnx_export import INPUT_NAME, export_onnx
 from edgedistill.export.targets import load_target
 from edgedistill.models import ModelSpec, complexity, create_model
@@ -40,16 +47,25 @@ NETWORKS = {"resnet20": (10, 32), "imagenet_resnet18": (1000, 224)}
 VARIANTS = {"teacher": None, "group": CheapSpec("group", 4), "depthwise": CheapSpec("depthwise"), "shift": CheapSpec("shift")}
 
 
-def build(work: Path, arch: str, variant: str, trial_budgets: list[int], tuning_dir: Path) -> dict[str, Any]:
+def build(work: Path, arch: str, variant: str, trial_budgets: list[int], tuning_dir: Path, lowering: str) -> dict[str, Any]:
+    """Export one network in the form export would ship (``lowering``; auto: the fastest measured here), compile it."""
     classes, size = NETWORKS[arch]
     spec = ModelSpec(arch, classes, 3, cheap=VARIANTS[variant])
     model = create_model(spec).eval()
     shape = (1, 3, size, size)
-    onnx_path = work / f"{arch}-{variant}.onnx"
-    export_onnx(model, shape, onnx_path, opset=18)
-    entry: dict[str, Any] = {"arch": arch, "variant": variant, "model": spec.describe(), "shape": shape, "onnx": onnx_path,
-                             **complexity(model, shape).to_dict(), "tvm": {}}
     target = load_target("host")
+    inputs = np.random.default_rng(0).standard_normal((4, *shape[1:])).astype(np.float32)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(inputs)).numpy()
+    notes: list[str] = []
+    choice = choose_form(model, spec.to_dict(), target, lowering, inputs, reference, 1, work,
+                         lambda m: print(f"  {arch}/{variant}: {m}", flush=True), notes)
+    onnx_path = work / f"{arch}-{variant}-{choice.form}.onnx"
+    export_onnx(choice.model, shape, onnx_path, opset=target.onnx_opset)
+    entry: dict[str, Any] = {"arch": arch, "variant": variant, "model": spec.describe(), "shape": shape, "onnx": onnx_path,
+                             **complexity(model, shape).to_dict(), "executed_macs": complexity(choice.model, shape).macs,
+                             "form": choice.form, "form_how": choice.how, "form_candidates_ms": choice.median_ms,
+                             "notes": notes, "tvm": {}}
     for trials in trial_budgets:
         start = time.perf_counter()
         artifact = compile_onnx(onnx_path, target, work / f"{arch}-{variant}-t{trials}.so", input_name=INPUT_NAME,
@@ -91,6 +107,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20 runs / 0.3 s instead of the full method")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "edgedistill" / "deploy-host")
+    parser.add_argument("--lowering", default="auto", help="form of the cheap layers (edgedistill export --lowering)")
+    parser.add_argument("--no-tvm", action="store_true", help="onnxruntime only (no TVM compile or timing)")
+    parser.add_argument("--name", default="deploy-host", help="results file stem in benchmarks/results/")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     config = MeasureConfig.quick() if args.quick else MeasureConfig()
@@ -99,9 +118,10 @@ def main() -> None:
     rows = []
     for arch in args.networks:
         tuned = budgets if (arch == "resnet20" or args.tune_imagenet) else []
-        entries = [build(args.work, arch, v, [0, *tuned], args.work / "tuning") for v in VARIANTS]
+        budgets_here = [] if args.no_tvm else [0, *tuned]
+        entries = [build(args.work, arch, v, budgets_here, args.work / "tuning", args.lowering) for v in VARIANTS]
         backends = [("onnxruntime", "onnxruntime", None),
-                    *[(f"tvm ({'untuned' if t == 0 else f'{t} trials'})", "tvm", t) for t in [0, *tuned]]]
+                    *[(f"tvm ({'untuned' if t == 0 else f'{t} trials'})", "tvm", t) for t in budgets_here]]
         print(f"measuring {arch}: {len(entries)} networks × {', '.join(b[0] for b in backends)}, interleaved", flush=True)
         measured = measure(entries, backends, args.threads, config, not args.no_memory)
         for label, _, trials in backends:
@@ -110,7 +130,8 @@ def main() -> None:
                 m = measured[(e["variant"], label)]
                 rows.append({
                     "arch": arch, "variant": e["variant"], "model": e["model"], "backend": label, "params": e["params"],
-                    "macs": e["macs"], "macs_ratio": entries[0]["macs"] / e["macs"], "latency_ms": m["latency_ms"],
+                    "form": e["form"], "form_how": e["form_how"], "form_candidates_ms": e["form_candidates_ms"],
+                    "executed_macs": e["executed_macs"], "macs": e["macs"], "macs_ratio": entries[0]["macs"] / e["macs"], "latency_ms": m["latency_ms"],
                     "speedup": teacher / m["latency_ms"]["median"], "memory": m["memory"],
                     "compile_seconds": None if trials is None else e["tvm"][trials]["seconds"],
                 })
@@ -121,21 +142,23 @@ def main() -> None:
         r["speedup_vs_macs"] = r["speedup"] / r["macs_ratio"] if r["variant"] != "teacher" else None
 
     result = {"benchmark": "deploy-host", "environment": environment_record(args.threads), "method": config.to_dict(),
-              "tune_trials": budgets, "note": "freshly initialised weights: latency and memory only", "rows": rows}
-    write_json_atomic(RESULTS / "deploy-host.json", result)
+              "tune_trials": budgets, "lowering": args.lowering,
+              "note": "freshly initialised weights: latency and memory only", "rows": rows}
+    write_json_atomic(RESULTS / f"{args.name}.json", result)
     lines = [f"Host: {result['environment']['cpu_model']}, {args.threads} threads. Batch 1. Median latency (ms) with p90; "
              "speed-up = teacher median / network median on the same backend; 'vs ORT' = latency / onnxruntime latency.", "",
-             "| network | variant | MACs | MACs ratio | backend | median ms | p90 ms | cv | speed-up | speed-up / MACs ratio | vs ORT | peak RSS Δ MiB | file MiB |",
-             "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| network | variant | form | MACs | executed MACs | MACs ratio | backend | median ms | p90 ms | cv | speed-up | speed-up / MACs ratio | vs ORT | peak RSS Δ MiB | file MiB |",
+             "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lat, mem = r["latency_ms"], r["memory"] or {}
         rss = "—" if not mem else f"{mem['peak_rss_delta_bytes'] / 2**20:.1f}"
         size = "—" if not mem else f"{mem['file_bytes'] / 2**20:.2f}"
         eff = "—" if r["speedup_vs_macs"] is None else f"{r['speedup_vs_macs']:.2f}"
-        lines.append(f"| {r['arch']} | {r['variant']} | {r['macs'] / 1e6:.1f} M | {r['macs_ratio']:.1f}× | {r['backend']} | "
+        lines.append(f"| {r['arch']} | {r['variant']} | {r['form']} | {r['macs'] / 1e6:.1f} M | {r['executed_macs'] / 1e6:.1f} M | "
+                     f"{r['macs_ratio']:.1f}× | {r['backend']} | "
                      f"{lat['median']:.3f} | {lat['p90']:.3f} | {lat['cv']:.2f} | {r['speedup']:.2f}× | {eff} | "
                      f"{r['vs_onnxruntime']:.2f} | {rss} | {size} |")
-    write_text_atomic(RESULTS / "deploy-host.md", "\n".join(lines) + "\n")
+    write_text_atomic(RESULTS / f"{args.name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
