@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgedistill.utils.names import unknown_name
+from edgedistill.utils.names import Registry
 
 if TYPE_CHECKING:
     from deploy.manifest import Bundle
@@ -74,24 +74,15 @@ class HostBackend:
     """Whether bench can run the bundle's artifacts on this machine: (ok, what stops it, what to do)."""
 
 
-HOST_BACKENDS: dict[str, HostBackend] = {}
+HOST_BACKENDS: Registry[HostBackend] = Registry("backend", ordered=True)
 
 
 def register(backend: HostBackend) -> HostBackend:
-    if backend.name in HOST_BACKENDS:
-        raise ValueError(f"backend {backend.name!r} registered twice")
-    HOST_BACKENDS[backend.name] = backend
-    return backend
+    return HOST_BACKENDS.register(backend.name)(backend)
 
 
-def backend_names() -> list[str]:
-    return list(HOST_BACKENDS)
-
-
-def get_backend(name: str) -> HostBackend:
-    if name not in HOST_BACKENDS:
-        raise unknown_name("backend", name, HOST_BACKENDS)
-    return HOST_BACKENDS[name]
+backend_names = HOST_BACKENDS.names
+get_backend = HOST_BACKENDS.get
 
 
 def option_flag(field_name: str) -> str:

@@ -20,7 +20,7 @@ from torch import nn
 
 from edgedistill.cheap.modules import DepthwiseSeparableConv2d, GroupConv2d, ShiftConv2d
 from edgedistill.errors import EdgeDistillError
-from edgedistill.utils.names import suggest, unknown_name
+from edgedistill.utils.names import Registry, suggest
 
 DEFAULT_GROUPS = 4
 """Group count for ``kind="group"``: 4 gives ~2.8× fewer conv MACs on ResNets
@@ -109,25 +109,16 @@ class CheapKind:
     """Refuse, with a hint that works, a model this kind cannot be applied to (all convs at once)."""
 
 
-CHEAP_KIND_REGISTRY: dict[str, CheapKind] = {}
+CHEAP_KIND_REGISTRY: Registry[CheapKind] = Registry("cheap convolution kind", ordered=True)
+"""An unknown kind is an error ("did you mean"), never another kind."""
 
 
 def register_kind(kind: CheapKind) -> CheapKind:
-    if kind.name in CHEAP_KIND_REGISTRY:
-        raise ValueError(f"cheap convolution kind {kind.name!r} registered twice")
-    CHEAP_KIND_REGISTRY[kind.name] = kind
-    return kind
+    return CHEAP_KIND_REGISTRY.register(kind.name)(kind)
 
 
-def cheap_kinds() -> list[str]:
-    return list(CHEAP_KIND_REGISTRY)
-
-
-def get_kind(name: str) -> CheapKind:
-    """The registered kind ``name``: an unknown one is an error, never another kind."""
-    if name not in CHEAP_KIND_REGISTRY:
-        raise unknown_name("cheap convolution kind", name, CHEAP_KIND_REGISTRY)
-    return CHEAP_KIND_REGISTRY[name]
+cheap_kinds = CHEAP_KIND_REGISTRY.names
+get_kind = CHEAP_KIND_REGISTRY.get
 
 
 def cheap_conv_for(conv: nn.Conv2d, spec: CheapSpec, name: str = "") -> nn.Module:

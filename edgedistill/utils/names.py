@@ -50,10 +50,14 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> UnknownNameErr
 
 
 class Registry(Generic[T]):
-    """Maps names to factories (timm-style ``@register`` decorator)."""
+    """Maps names to factories (timm-style ``@register`` decorator); refuses a name twice and
+    answers an unknown one with "did you mean". ``ordered`` keeps registration order (a default
+    first) instead of natural order. Item assignment and deletion let a test register an entry
+    for its own duration (``monkeypatch.setitem(REGISTRY, name, item)``)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, ordered: bool = False) -> None:
         self.kind = kind
+        self.ordered = ordered
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -65,15 +69,30 @@ class Registry(Generic[T]):
 
         return decorator
 
-    def get(self, name: str) -> T:
+    def get(self, name: str, *default: T) -> T:
+        """The item ``name``; an unknown name is an error with a suggestion, unless a default is given."""
         try:
             return self._items[name]
         except KeyError:
+            if default:
+                return default[0]
             raise unknown_name(self.kind, name, self._items) from None
 
     def names(self) -> list[str]:
-        """Registered names in natural order (resnet8 before resnet20)."""
-        return sorted(self._items, key=natural_key)
+        """Registered names in registration order (``ordered``) or natural order (resnet8 before resnet20)."""
+        return list(self._items) if self.ordered else sorted(self._items, key=natural_key)
+
+    def values(self) -> list[T]:
+        return [self._items[name] for name in self.names()]
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
+    def __setitem__(self, name: str, item: T) -> None:
+        self.register(name)(item)
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name]
