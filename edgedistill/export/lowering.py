@@ -33,7 +33,7 @@ from torch import nn
 from edgedistill.cheap.modules import Shift, _one_hot_kernel, _SpatialThenPointwise
 from edgedistill.utils.atomic import write_json_atomic
 from edgedistill.utils.cache import cache_dir
-from edgedistill.utils.names import unknown_name
+from edgedistill.utils.names import Registry, unknown_name
 
 AUTO = "auto"
 
@@ -46,27 +46,25 @@ class Lowering:
     """The replacement of one cheap layer, or None to keep it as trained."""
 
 
-LOWERINGS: dict[str, Lowering] = {}
+LOWERINGS: Registry[Lowering] = Registry("lowering", ordered=True)
 
 
 def register(name: str, description: str) -> Callable[[Callable[[_SpatialThenPointwise], nn.Module | None]], Lowering]:
     def decorator(rewrite: Callable[[_SpatialThenPointwise], nn.Module | None]) -> Lowering:
-        if name in LOWERINGS or name == AUTO:
-            raise ValueError(f"lowering {name!r} registered twice")
-        LOWERINGS[name] = Lowering(name, description, rewrite)
-        return LOWERINGS[name]
+        if name == AUTO:
+            raise ValueError(f"'{AUTO}' is not a form but the choice among them")
+        return LOWERINGS.register(name)(Lowering(name, description, rewrite))
 
     return decorator
 
 
-def lowering_names() -> list[str]:
-    return list(LOWERINGS)
+lowering_names = LOWERINGS.names
 
 
 def get_lowering(name: str) -> Lowering:
-    if name not in LOWERINGS:
-        raise unknown_name("lowering", name, [*LOWERINGS, AUTO])
-    return LOWERINGS[name]
+    if name not in LOWERINGS:  # the suggestion may be auto, which is not a registered form
+        raise unknown_name("lowering", name, [*LOWERINGS.names(), AUTO])
+    return LOWERINGS.get(name)
 
 
 def _shift_kernel(shift: Shift, like: torch.Tensor) -> torch.Tensor:
@@ -150,7 +148,7 @@ def lower(model: nn.Module, name: str) -> tuple[nn.Module, int]:
 def candidate_forms(model: nn.Module) -> list[str]:
     """The forms that change ``model`` (plus ``trained``): a standard-conv teacher has only ``trained``."""
     names = ["trained"]
-    for name in LOWERINGS:
+    for name in LOWERINGS.names():
         if name != "trained" and lower(model, name)[1]:
             names.append(name)
     return names
