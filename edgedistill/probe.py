@@ -21,7 +21,7 @@ from deploy.bench import make_input
 from deploy.env import environment_record, usable_cores
 from deploy.manifest import Bundle
 from deploy.measure import MeasureConfig, interleaved
-from edgedistill.backends import backend_names, get_backend
+from edgedistill.backends import backend_names, get_backend, timing_backend
 from edgedistill.cheap import CheapSpec
 from edgedistill.checkpoints import ModelCheckpoint, save_model_checkpoint
 from edgedistill.errors import EdgeDistillError
@@ -105,9 +105,9 @@ def _export_variant(label: str, spec: ModelSpec, options: ProbeOptions, workdir:
     checkpoint.parent.mkdir(parents=True)
     save_model_checkpoint(checkpoint, ModelCheckpoint(spec, create_model(spec).state_dict(), data, {}, role))
     target = load_target(options.target)
-    # Compile where it can (a TVM bundle also carries the ONNX, so every backend gets timed), unless TVM is not asked for.
-    wants_tvm = "tvm" in target.backends and (not options.backends or "tvm" in options.backends)
-    backend = "tvm" if wants_tvm else target.default_backend
+    backend = timing_backend(target)
+    if options.backends and backend not in options.backends:  # no need to compile what will not be timed
+        backend = target.default_backend
     summary = export_bundle(checkpoint, ExportOptions(
         target=options.target, backend=backend, out=str(workdir / label / "bundle"), models=(role,), parity_samples=4,
         tune_trials=options.tune_trials if backend == "tvm" else 0,

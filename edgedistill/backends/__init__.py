@@ -10,5 +10,6 @@ from edgedistill.backends.base import (  # noqa: F401 - the package's API
     get_backend,
     option_flag,
     register,
+    timing_backend,
 )
 from edgedistill.backends import onnxruntime, tensorrt, tvm  # noqa: F401,E402 - registrations

@@ -85,6 +85,13 @@ backend_names = HOST_BACKENDS.names
 get_backend = HOST_BACKENDS.get
 
 
+def timing_backend(target: Target) -> str:
+    """The backend to export with when every backend of ``target`` is to be timed: tvm where the
+    target has it (its bundle carries the verified ONNX as well, so onnxruntime is timed too),
+    else the target's default."""
+    return "tvm" if "tvm" in target.backends else target.default_backend
+
+
 def option_flag(field_name: str) -> str:
     """``tune_trials`` -> ``--tune-trials``."""
     return "--" + field_name.replace("_", "-")

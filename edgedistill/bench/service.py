@@ -19,7 +19,7 @@ from deploy.bench import bench_bundle
 from deploy.env import usable_cores
 from deploy.manifest import Bundle, load_manifest, sha256_file
 from deploy.measure import MeasureConfig
-from edgedistill.backends import backend_names, get_backend
+from edgedistill.backends import backend_names, get_backend, timing_backend
 from edgedistill.bench.report import load_document
 from edgedistill.checkpoints import ModelCheckpoint, load_model_checkpoint, save_model_checkpoint
 from edgedistill.errors import EdgeDistillError
@@ -67,7 +67,7 @@ def check_not_broken_bundle(path: Path) -> None:
 
 def _run_bundle_dir(run_dir: Path, target_name: str) -> tuple[Path, Any, str]:
     target = load_target(target_name)
-    backend = "tvm" if "tvm" in target.backends else target.default_backend
+    backend = timing_backend(target)
     return run_dir / "bundles" / f"{target.name}-{backend}", target, backend
 
 

@@ -54,7 +54,7 @@ def demo_command(
     """
     from edgedistill.config import TrainConfig
     from edgedistill.export.targets import load_target
-    from edgedistill.backends import get_backend
+    from edgedistill.backends import get_backend, timing_backend
     from edgedistill.training import check_networks
 
     root = Path(out)
@@ -67,7 +67,7 @@ def demo_command(
     if backend is not None and backend not in spec.backends:  # an unknown name gets its suggestion here
         get_backend(backend)
         raise EdgeDistillError(f"target {spec.name} does not support the {backend} backend", f"its backends: {', '.join(spec.backends)}")
-    chosen = backend or ("tvm" if "tvm" in spec.backends else None)  # None: the target's default
+    chosen = backend or timing_backend(spec)
     existing = _check_out(root, settings, again)
     created_root = not root.exists()
     if existing is None:
