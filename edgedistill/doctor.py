@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -246,8 +245,9 @@ def _board_rootfs() -> str:
     rootfs = emulated_board.default_rootfs()
     if emulated_board.is_current(rootfs):
         return f"cached in {rootfs}"
-    if not shutil.which(emulated_board.DEBOOTSTRAP) and not shutil.which(emulated_board.DEBOOTSTRAP, path="/usr/sbin:/sbin"):
-        raise Missing("debootstrap is not installed (it builds the board's root filesystem)", "apt-get install debootstrap")
+    missing = [tool for tool in emulated_board.missing_tools() if tool != emulated_board.QEMU]  # qemu: its own check
+    if missing:
+        raise Missing(f"building the board's root filesystem needs {', '.join(missing)}", "apt-get install debootstrap dpkg tar")
     if os.geteuid() != 0:
         raise Missing(f"no cached root filesystem in {rootfs}, and building one needs root", "run the first emulated-board test as root")
     mirror, origin = emulated_board.configured_mirror()
