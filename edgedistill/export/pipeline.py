@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 
 from deploy import BUNDLE_FORMAT
-from deploy.manifest import sha256_file
 from deploy.backends.onnxruntime_cpu import OnnxRuntimeRunner
+from deploy.manifest import sha256_file
 from edgedistill.backends import HOST_BACKENDS, BuildContext, CompileJob, HostBackend, get_backend, option_flag
 from edgedistill.errors import EdgeDistillError, Interrupted, exception_line
 from edgedistill.export import lowering, onnx_export
-from edgedistill.export.form_choice import choose_form
 from edgedistill.export.bundle import directory_bytes, finish_bundle
+from edgedistill.export.form_choice import choose_form
 from edgedistill.export.parity import compare, require, run_batched
 from edgedistill.export.samples import Samples, real_samples
 from edgedistill.export.sources import MODEL_ROLES, ModelSource, resolve_sources
