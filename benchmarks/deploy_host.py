@@ -44,7 +44,7 @@ from edgedistill.utils.atomic import write_json_atomic, write_text_atomic
 
 RESULTS = Path(__file__).parent / "results"
 NETWORKS = {"resnet20": (10, 32), "imagenet_resnet18": (1000, 224)}
-VARIANTS = {"teacher": None, "group": CheapSpec("group", 4), "depthwise": CheapSpec("depthwise"), "shift": CheapSpec("shift")}
+VARIANTS = {"teacher": None, "group": CheapSpec("group", groups=4), "depthwise": CheapSpec("depthwise"), "shift": CheapSpec("shift")}
 
 
 def build(work: Path, arch: str, variant: str, trial_budgets: list[int], tuning_dir: Path, lowering: str) -> dict[str, Any]:

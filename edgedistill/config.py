@@ -12,12 +12,15 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from edgedistill.errors import EdgeDistillError
 from edgedistill.utils.names import unknown_name
+
+if TYPE_CHECKING:
+    from edgedistill.cheap.kinds import CheapSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,7 +33,10 @@ class TrainConfig:
     # what to train
     model: str = "resnet20"
     kind: str = "shift"
-    groups: int = 4
+    kind_options: dict[str, Any] = field(default_factory=dict)
+    """The cheap kind's options that were set (``groups`` of ``group``). Each kind declares its own
+    (edgedistill.cheap.kinds); in a config file and on the command line they are top-level
+    settings (``groups: 8``, ``--groups 8``)."""
     keep: list[str] = field(default_factory=list)
     """Convs (names as in ``model.named_modules()``) the student keeps standard, besides the stem."""
     method: str = "od"
@@ -82,8 +88,6 @@ class TrainConfig:
             (self.temperature > 0, "--temperature must be positive", "e.g. --temperature 4 (the paper's)"),
             (self.kl_weight >= 0, "--kl-weight must be ≥ 0", "e.g. --kl-weight 1; 0 switches distillation off"),
             (self.students >= 1, "--students must be at least 1", "e.g. --students 4 (the paper's m)"),
-            (self.kind != "group" or self.groups >= 2, f"--groups {self.groups} gives no saving",
-             "use --groups 2 or more (default 4)"),
             (self.val_size >= 0 and (self.val_size < 1 or self.val_size == int(self.val_size)),
              "--val-size is a count (a whole number) or a fraction below 1", "e.g. --val-size 0.1, or 0 for no validation split"),
             (self.limit is None or self.limit >= 1, "--limit must be at least 1 image", "leave it out to use every image"),
@@ -115,6 +119,10 @@ class TrainConfig:
                               f"give the students' architecture, e.g. --model resnet20 --method od")
             raise error
         get_kind(self.kind)  # unknown name: "did you mean"
+        try:
+            self.cheap_spec()
+        except EdgeDistillError as exc:  # a kind option out of range, or one only another kind takes
+            raise EdgeDistillError(f"invalid configuration: {exc.message}", exc.hint) from None
         METHODS.get(self.method)  # unknown name: "did you mean"
         from edgedistill.data import dataset_names
 
@@ -128,18 +136,43 @@ class TrainConfig:
         """``val_size`` as load_dataset wants it: a count (≥ 1) or a fraction (< 1)."""
         return self.val_size if 0 < self.val_size < 1 else int(self.val_size)
 
+    def cheap_spec(self) -> CheapSpec:
+        """The student's cheap conv: the kind, the options of it that were set, the kept convs."""
+        from edgedistill.cheap.kinds import spec_from_settings
+
+        return spec_from_settings(self.kind, self.kind_options, self.keep)
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Flat settings, as a config file has them: the kind's options (defaults filled in) after ``kind``."""
+        from edgedistill.cheap.kinds import CHEAP_KIND_REGISTRY
+
+        data = dataclasses.asdict(self)
+        given = data.pop("kind_options")
+        kind = CHEAP_KIND_REGISTRY.get(self.kind, None)
+        options = {o.name: given.get(o.name, o.default) for o in kind.options} if kind else given
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat[key] = value
+            if key == "kind":
+                flat.update(options)
+        return flat
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        settings = {}
+        from edgedistill.cheap.kinds import kind_options
+
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "kind_options"}
+        options = kind_options()
+        settings: dict[str, Any] = {"kind_options": {}}
         for key, value in values.items():
             name = key.replace("-", "_")
-            if name not in fields:
-                raise unknown_name(f"setting in {source}", key, fields)
-            settings[name] = _coerce(name, value, str(fields[name].type), source)
+            if name in options:
+                where = None if source == "flags" else f"setting '{key}' in {source}"
+                settings["kind_options"][name] = options[name][0].converted(value, where)  # checked in validate()
+            elif name in fields:
+                settings[name] = _coerce(name, value, str(fields[name].type), source)
+            else:
+                raise unknown_name(f"setting in {source}", key, [*fields, *options])
         return cls(**settings)
 
 

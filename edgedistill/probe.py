@@ -22,7 +22,7 @@ from deploy.env import environment_record, usable_cores
 from deploy.manifest import Bundle
 from deploy.measure import MeasureConfig, interleaved
 from edgedistill.backends import backend_names, get_backend, timing_backend
-from edgedistill.cheap import CheapSpec
+from edgedistill.cheap import CheapSpec, cheap_kinds, get_kind
 from edgedistill.checkpoints import ModelCheckpoint, save_model_checkpoint
 from edgedistill.errors import EdgeDistillError
 from edgedistill.models import ModelSpec, create_model
@@ -33,13 +33,19 @@ PROBE_FORMAT = "edgedistill-probe/1"
 
 
 def parse_variant(text: str) -> CheapSpec | None:
-    """``teacher`` -> None; ``shift``, ``depthwise``, ``group:4`` -> the cheap conv."""
+    """``teacher`` -> None; ``shift``, ``depthwise`` -> that kind; ``group:4`` -> the kind with its
+    first option (``groups``) set to 4."""
     if text == TEACHER:
         return None
-    kind, _, groups = text.partition(":")
-    if groups and (kind != "group" or not groups.isdigit()):
-        raise EdgeDistillError(f"bad variant '{text}'", "write teacher, shift, depthwise or group:G (e.g. group:4)")
-    return CheapSpec(kind, int(groups)) if groups else CheapSpec(kind)
+    name, colon, value = text.partition(":")
+    if not colon:
+        return CheapSpec(name)
+    options = get_kind(name).options
+    if not options or not value:
+        with_value = [k for k in cheap_kinds() if get_kind(k).options]
+        raise EdgeDistillError(f"bad variant '{text}'", f"write teacher, a kind ({', '.join(cheap_kinds())}), or KIND:VALUE for "
+                                                        f"a kind with an option ({', '.join(with_value) or 'none'}), e.g. group:4")
+    return CheapSpec(name, **{options[0].name: value})
 
 
 @dataclass

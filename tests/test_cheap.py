@@ -101,7 +101,7 @@ def test_cheap_conv_exports_to_plain_onnx_and_matches_onnxruntime(kind: str, tmp
     model = nn.Sequential(
         nn.Conv2d(3, 18, 3, padding=1), nn.ReLU(), nn.Conv2d(18, 20, 3, stride=2, padding=1), nn.BatchNorm2d(20), nn.ReLU()
     )
-    student = make_student(model, CheapSpec(kind, groups=2)).eval()
+    student = make_student(model, CheapSpec(kind, **({"groups": 2} if kind == "group" else {}))).eval()
     x = torch.randn(2, 3, 16, 16)
     path = tmp_path / f"{kind}.onnx"
     torch.onnx.export(student, (x,), path, dynamo=True, external_data=False)
@@ -255,3 +255,13 @@ def test_fast_training_shift_equals_the_exported_formulation(channels_last: bool
     fast.backward(grad)
     plain.backward(grad)
     assert torch.equal(fast_in.grad, plain_in.grad)
+
+
+def test_specs_of_older_checkpoints_still_read() -> None:
+    """Checkpoints written before kinds declared their options carry groups for every kind."""
+    assert CheapSpec.from_dict({"kind": "shift", "groups": 4}) == CheapSpec("shift")
+    assert CheapSpec.from_dict({"kind": "group", "groups": 8}).option("groups") == 8
+    assert CheapSpec("group").to_dict() == {"kind": "group", "groups": 4}  # what checkpoints have always held
+    assert CheapSpec("shift").to_dict() == {"kind": "shift"}
+    spec = CheapSpec("group", groups=2, keep=["body.3"])
+    assert CheapSpec.from_dict(spec.to_dict()) == spec and spec.flags() == "--kind group --groups 2"

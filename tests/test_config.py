@@ -73,3 +73,15 @@ def test_nonsense_settings_from_a_file_fail_validation_with_a_hint(values: dict,
     with pytest.raises(EdgeDistillError, match=message) as info:
         TrainConfig.from_dict(values).validate()
     assert info.value.hint
+
+
+def test_kind_options_are_top_level_settings_of_the_kind_that_takes_them() -> None:
+    cfg = TrainConfig.from_dict({"kind": "group", "groups": "8"}).validate()
+    assert cfg.cheap_spec().option("groups") == 8 and cfg.to_dict()["groups"] == 8
+    assert "groups" not in TrainConfig(kind="depthwise").to_dict()
+    assert TrainConfig().to_dict() == TrainConfig.from_dict(TrainConfig().to_dict()).to_dict()
+    # A run config of an earlier version: groups: 4 beside kind: shift changes nothing, so it still loads ...
+    assert TrainConfig.from_dict({"kind": "shift", "groups": 4}).validate().cheap_spec() == TrainConfig().cheap_spec()
+    # ... but a value that would be silently ignored is an error.
+    with pytest.raises(EdgeDistillError, match="--groups applies to --kind group, not shift"):
+        TrainConfig.from_dict({"kind": "shift", "groups": 8}).validate()

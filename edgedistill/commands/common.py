@@ -82,6 +82,40 @@ class ListingOption(click.Option):
         return super().get_help_record(ctx)
 
 
+class KindOptionsCommand(click.Command):
+    """A command that takes every registered cheap kind's options as flags (``--groups``).
+
+    The flags are read from the kinds table when the command parses or shows its help, so a kind
+    registered later (a plugin, a test) brings its flags along. Their values reach the callback's
+    ``**params`` unconverted (None when not given): the kind converts and checks them
+    (:func:`edgedistill.cheap.kinds.spec_from_settings`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kind_flags: dict[str, click.Option] = {}
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        from edgedistill.cheap.kinds import kind_options
+
+        params = super().get_params(ctx)
+        for name, (option, kinds) in kind_options().items():
+            if name not in self._kind_flags:
+                self._kind_flags[name] = click.Option(
+                    [option.flag], default=None, metavar=option.metavar,
+                    help=f"{option.help.rstrip('.')} (--kind {' | '.join(kinds)}).  [default: {option.default}]")
+        ours = [flag for name, flag in self._kind_flags.items() if name in kind_options()]
+        help_last = params[-1:] if params and params[-1].name == "help" else []
+        return params[: len(params) - len(help_last)] + ours + help_last
+
+
+def kind_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """The kind flags of a :class:`KindOptionsCommand` that were given (removed from ``params``)."""
+    from edgedistill.cheap.kinds import kind_options
+
+    return {name: params.pop(name) for name in kind_options() if params.get(name) is not None}
+
+
 def kind_names() -> list[str]:
     from edgedistill.cheap import cheap_kinds
 

@@ -5,25 +5,24 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
-from edgedistill.commands.common import ListingOption, friendly_errors, json_option, kind_names, print_json
+from edgedistill.commands.common import KindOptionsCommand, ListingOption, friendly_errors, json_option, kind_names, kind_settings, print_json
 from edgedistill.ui import out_console, si, table
 
 
-@click.command("models")
+@click.command("models", cls=KindOptionsCommand)
 @click.option("--kind", "-k", default="shift", show_default=True, cls=ListingOption, listing=kind_names,
               help="Cheap conv of the student column: {names}.")
-@click.option("--groups", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--in-channels", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--image-size", type=click.IntRange(min=1), default=32, show_default=True)
 @json_option
 @friendly_errors
-def models_command(kind: str, groups: int, in_channels: int, image_size: int, as_json: bool) -> None:
+def models_command(kind: str, in_channels: int, image_size: int, as_json: bool, **params: object) -> None:
     """The registered architectures, with params and MACs of teacher and student."""
-    from edgedistill.cheap import CheapSpec
+    from edgedistill.cheap.kinds import spec_from_settings
     from edgedistill.errors import EdgeDistillError, ToolchainError
     from edgedistill.models import ModelSpec, model_names, spec_complexity
 
-    cheap = CheapSpec(kind, groups)
+    cheap = spec_from_settings(kind, kind_settings(params))
     shape = (1, in_channels, image_size, image_size)
     rows = []
     for name in model_names():

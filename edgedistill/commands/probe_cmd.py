@@ -74,9 +74,9 @@ def probe_command(target: str, model: str, image_size: int, in_channels: int, va
     out_console.print(table(f"probe: {escape(result.model)} at {shape} on {escape(result.target)}, {result.threads} threads",
                             columns, rows, caption="speed-up: the teacher's median latency over the variant's, same backend"))
     for backend, variant in result.recommended.items():
-        err_console.print(f"recommended on {backend}: {variant}  (edgedistill train --model {escape(model)} "
-                          f"--kind {variant.split(':')[0]}{' --groups ' + variant.split(':')[1] if ':' in variant else ''})",
-                          highlight=False)
+        spec = parse_variant(variant)
+        how = f"  (edgedistill train --model {escape(model)} {spec.flags()})" if spec else ""
+        err_console.print(f"recommended on {backend}: {variant}{how}", highlight=False)
     for note in result.notes:
         err_console.print(f"note: {escape(note)}", highlight=False)
     err_console.print(f"written: {escape(str(folder))}/probe.json, probe.md, probe.png", highlight=False)

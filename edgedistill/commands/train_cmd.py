@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.markup import escape
 
-from edgedistill.commands.common import ListingOption, friendly_errors, json_option, kind_names, print_json
+from edgedistill.commands.common import KindOptionsCommand, ListingOption, friendly_errors, json_option, kind_names, print_json
 from edgedistill.ui import err_console, out_console, pct, si, table
 
 if TYPE_CHECKING:
@@ -19,7 +19,6 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--model", "-m"), {"help": "Architecture of teacher and student (see 'edgedistill models').  [default: resnet20]"}),
     (("--kind", "-k"), {"cls": ListingOption, "listing": kind_names,
                         "help": "Cheap convolution of the student: {names}.  [default: shift]"}),
-    (("--groups",), {"type": int, "help": "Groups of --kind group.  [default: 4]"}),
     (("--keep",), {"multiple": True, "metavar": "NAME",
                    "help": "Keep this conv standard in the student (a name from model.named_modules(), e.g. "
                            "layers.0.conv1); repeatable. The stem is always kept."}),
@@ -71,7 +70,7 @@ def _overrides(params: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-@click.command("train", epilog="Example: edgedistill train --epochs 30 --kind depthwise --out runs/dw")
+@click.command("train", cls=KindOptionsCommand, epilog="Example: edgedistill train --epochs 30 --kind depthwise --out runs/dw")
 @click.option("--config", "-c", "config_file", type=click.Path(dir_okay=False), help="YAML/TOML file of settings (flags override it).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last completed epoch.")
 @_with_train_options

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from edgedistill.checkpoints import load_model_checkpoint, require_standard_teacher, resolve_checkpoint
-from edgedistill.cheap import CheapSpec
 from edgedistill.config import TrainConfig
 from edgedistill.distill.methods import METHODS, ClassicKD, Method, MethodOptions
 from edgedistill.models import ModelSpec
 
 
 def student_spec_for(cfg: TrainConfig, num_classes: int, in_channels: int) -> ModelSpec:
-    return ModelSpec(cfg.model, num_classes, in_channels, cheap=CheapSpec(cfg.kind, cfg.groups, tuple(cfg.keep)))
+    return ModelSpec(cfg.model, num_classes, in_channels, cheap=cfg.cheap_spec())
 
 
 def build_method(cfg: TrainConfig, student_spec: ModelSpec, data: dict | None = None) -> Method:

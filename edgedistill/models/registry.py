@@ -53,7 +53,7 @@ class ModelSpec:
             return f"online teacher over {self.options['m']} × {ModelSpec.from_dict(self.options['student']).describe()}"
         if self.cheap is None:
             return f"{self.arch} (standard conv)"
-        extra = f", g={self.cheap.groups}" if self.cheap.kind == "group" else ""
+        extra = "".join(f", {label}" for label in self.cheap.labels())
         if self.cheap.keep:
             extra += f"; standard: {', '.join(self.cheap.keep)}"
         return f"{self.arch} ({self.cheap.kind}{extra})"
@@ -65,7 +65,7 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        cheap = CheapSpec(**data["cheap"]) if data.get("cheap") else None
+        cheap = CheapSpec.from_dict(data["cheap"]) if data.get("cheap") else None
         return cls(data["arch"], int(data["num_classes"]), int(data["in_channels"]), dict(data.get("options") or {}), cheap)
 
 
