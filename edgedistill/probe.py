@@ -30,6 +30,8 @@ from edgedistill.models import ModelSpec, create_model
 DEFAULT_VARIANTS = ("teacher", "shift", "depthwise", "group:2", "group:4", "group:8")
 TEACHER = "teacher"
 PROBE_FORMAT = "edgedistill-probe/1"
+REMOTE = "tvm-rpc"
+"""The backend column of a probe timed on a board: TVM libraries, run through the RPC tracker."""
 
 
 def parse_variant(text: str) -> CheapSpec | None:
@@ -61,6 +63,10 @@ class ProbeOptions:
     threads: int | None = None
     tune_trials: int = 0
     config: MeasureConfig = field(default_factory=MeasureConfig)
+    rpc_tracker: str | None = None
+    """HOST:PORT of a TVM RPC tracker: time the variants' TVM libraries on a board of ``rpc_key``."""
+    rpc_key: str | None = None
+    rpc_wait_s: float = 60.0
 
 
 @dataclass
@@ -111,7 +117,7 @@ def _export_variant(label: str, spec: ModelSpec, options: ProbeOptions, workdir:
     checkpoint.parent.mkdir(parents=True)
     save_model_checkpoint(checkpoint, ModelCheckpoint(spec, create_model(spec).state_dict(), data, {}, role))
     target = load_target(options.target)
-    backend = timing_backend(target)
+    backend = "tvm" if options.rpc_tracker else timing_backend(target)
     if options.backends and backend not in options.backends:  # no need to compile what will not be timed
         backend = target.default_backend
     summary = export_bundle(checkpoint, ExportOptions(
@@ -131,15 +137,28 @@ def run_probe(options: ProbeOptions, report: Callable[[str], None] | None = None
         get_backend(backend)
     from edgedistill.export.targets import host_can_run, load_target
 
-    can_run, why = host_can_run(load_target(options.target))
-    if not can_run:  # timing another machine's code here would answer the wrong question
-        raise EdgeDistillError(f"probe times networks on this machine, and {why}",
-                               "probe on the board itself (pip install edgedistill there), or pick a target this machine can run")
+    target = load_target(options.target)
+    if options.rpc_tracker:
+        _check_remote(options, target)
+    else:
+        can_run, why = host_can_run(target)
+        if not can_run:  # timing another machine's code here would answer the wrong question
+            raise EdgeDistillError(f"probe times networks on this machine, and {why}",
+                                   "time them on the board with --rpc-tracker HOST:PORT --rpc-key KEY, "
+                                   "or pick a target this machine can run")
     threads = options.threads or usable_cores()
     with tempfile.TemporaryDirectory(prefix="edgedistill-probe-") as tmp:
         bundles = {label: Bundle.load(_export_variant(label, spec, options, Path(tmp), report), force=True)
                    for label, spec in specs.items()}
         first = next(iter(bundles.values()))
+        if options.rpc_tracker:
+            report(f"timing {len(bundles)} networks on a '{options.rpc_key}' board via {options.rpc_tracker}, interleaved")
+            medians, environment = _time_on_board(bundles, options)
+            notes = ["the board is emulated (qemu): its timings mean nothing, only parity and mechanics do"] \
+                if environment.get("emulated") else []
+            rows = [_row(label, bundle, medians, bundles[TEACHER]) for label, bundle in bundles.items()]
+            return _result(options, first, [REMOTE], int(environment.get("threads") or target.threads or 1), rows, notes,
+                           environment)
         runnable, notes = [], []
         for name in options.backends or backend_names():
             ok, why, _hint = get_backend(name).runs_here(first)
@@ -160,10 +179,46 @@ def run_probe(options: ProbeOptions, report: Callable[[str], None] | None = None
                 medians[label][backend] = s.median_ms
             del runners
         rows = [_row(label, bundle, medians, bundles[TEACHER]) for label, bundle in bundles.items()]
+    return _result(options, first, runnable, threads, rows, notes, environment_record(threads))
+
+
+def _result(options: ProbeOptions, first: Bundle, backends: list[str], threads: int, rows: list[ProbeRow], notes: list[str],
+            environment: dict[str, Any]) -> ProbeResult:
     cheap = [r for r in rows if r.variant != TEACHER]
-    recommended = {b: max(cheap, key=lambda r: (r.speedup[b], -r.macs)).variant for b in runnable} if cheap else {}
-    return ProbeResult(PROBE_FORMAT, first.target_name, options.model, list(first.input_shape), runnable, threads, rows,
-                       recommended, notes, environment_record(threads), options.config.to_dict())
+    recommended = {b: max(cheap, key=lambda r: (r.speedup[b], -r.macs)).variant for b in backends} if cheap else {}
+    return ProbeResult(PROBE_FORMAT, first.target_name, options.model, list(first.input_shape), backends, threads, rows,
+                       recommended, notes, environment, options.config.to_dict())
+
+
+def _check_remote(options: ProbeOptions, target: Any) -> None:
+    """Before any export: a board probe needs a key, TVM code, and a board registered at the tracker."""
+    from edgedistill.bench.rpc import require_registered
+
+    if not options.rpc_key:
+        raise EdgeDistillError("--rpc-tracker needs --rpc-key (the board type, e.g. rpi4)")
+    if "tvm" not in target.backends:
+        raise EdgeDistillError(f"a board probe times TVM libraries, and target {target.name} has no tvm backend",
+                               f"its backends: {', '.join(target.backends)}")
+    if any(b != "tvm" for b in options.backends):
+        raise EdgeDistillError("with --rpc-tracker the board runs the variants' TVM libraries only", "drop --backend, or pass --backend tvm")
+    require_registered(options.rpc_tracker, options.rpc_key)
+
+
+def _time_on_board(bundles: dict[str, Bundle], options: ProbeOptions) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Every variant's TVM library loaded on one board, checked against onnxruntime here, timed there in alternating rounds."""
+    from edgedistill.bench.remote import board_environment, load_checked, timed_rounds
+    from edgedistill.bench.rpc import check_board_target, request_board
+
+    assert options.rpc_tracker and options.rpc_key  # _check_remote
+    first = next(iter(bundles.values()))
+    x = make_input(first.input_shape, first.input_dtype)
+    with request_board(options.rpc_tracker, options.rpc_key, wait_s=options.rpc_wait_s) as board:
+        check_board_target(board, first.manifest.get("target") or {})
+        remote = {label: load_checked(board, options.rpc_key, bundle, bundle.model_names()[0], x)[0]
+                  for label, bundle in bundles.items()}
+        stats = timed_rounds(remote, x, options.config)
+        environment = board_environment(board, options.rpc_tracker, options.rpc_key)
+    return {label: {REMOTE: float(s["median"])} for label, s in stats.items()}, environment
 
 
 def _row(label: str, bundle: Bundle, medians: dict[str, dict[str, float]], teacher: Bundle) -> ProbeRow:

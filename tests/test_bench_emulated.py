@@ -40,3 +40,26 @@ def test_rpi4_bundle_runs_on_the_emulated_board_and_matches_onnxruntime(mutual_r
     for r in document["results"]:
         assert r["backend"] == "tvm-rpc" and r["parity"]["passed"] and r["parity"]["max_abs_diff"] < 1e-3
     assert "[emulated]" in (tmp_path / "report" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_probe_times_the_variants_on_the_emulated_board(tmp_path: Path) -> None:
+    need_emulated_board()
+    rootfs = emulated_board.ensure_rootfs()
+    with (
+        emulated_board.start_tracker(lifetime_s=900) as tracker,
+        emulated_board.start_board(*tracker.address, "rpi4-emulated", rootfs=rootfs, lifetime_s=900),
+    ):
+        result = CliRunner().invoke(main, [
+            "probe", "--target", "rpi4", "--model", "resnet8", "--in-channels", "1", "--image-size", "16",
+            "--variants", "teacher,shift", "--quick", "--rpc-tracker", f"{tracker.address[0]}:{tracker.address[1]}",
+            "--rpc-key", "rpi4-emulated", "--out", str(tmp_path / "probe"), "--json",
+        ])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["backends"] == ["tvm-rpc"] and report["target"] == "rpi4"
+    assert report["environment"]["machine"] == "aarch64" and report["environment"]["emulated"] is True
+    assert any("emulated" in note for note in report["notes"])  # its timings are labelled as meaningless
+    teacher, shift = report["rows"]
+    assert teacher["speedup"]["tvm-rpc"] == 1.0 and shift["median_ms"]["tvm-rpc"] > 0
+    assert report["recommended"] == {"tvm-rpc": "shift"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from cli_helpers import assert_one_error, files_under, run_cli
@@ -41,6 +42,13 @@ def test_bad_probe_input_is_one_error_line_before_any_work(tmp_path: Path) -> No
                          (["--backend", "tflite"], "unknown backend 'tflite'"),
                          (["--target", "rpi-4"], "did you mean 'rpi4'"),
                          (["--target", "rpi4"], "probe times networks on this machine"),
+                         (["--target", "rpi4", "--rpc-tracker", "127.0.0.1:9"], "--rpc-tracker needs --rpc-key"),
+                         (["--target", "rpi4", "--rpc-tracker", "127.0.0.1:9", "--rpc-key", "rpi4"], "TVM libraries only"),
                          (["--image-size", "0"], "--image-size")):
         assert_one_error(run_cli(["probe", *FAST, *args], cwd=tmp_path), needle)
+    # a board probe fails in seconds, before any export, when no tracker answers
+    started = time.monotonic()
+    assert_one_error(run_cli(["probe", "--target", "rpi4", "--rpc-tracker", "127.0.0.1:9", "--rpc-key", "rpi4"], cwd=tmp_path),
+                     "127.0.0.1:9")
+    assert time.monotonic() - started < 30
     assert files_under(tmp_path) == set()

@@ -18,13 +18,14 @@ from deploy.bench import bench_document, check_output, make_input, result_entry
 from deploy.manifest import Bundle
 from deploy.measure import MeasureConfig, summarize
 from deploy.backends.onnxruntime_cpu import OnnxRuntimeRunner
-from edgedistill.bench.rpc import RemoteModel, check_board_target, request_board
+from edgedistill.bench.rpc import Board, RemoteModel, check_board_target, request_board
 from edgedistill.export.parity import compare, require
 
 SAMPLES_PER_ROUND = 20
 
 
-def _timed_rounds(models: dict[str, RemoteModel], x: np.ndarray, config: MeasureConfig) -> dict[str, dict[str, Any]]:
+def timed_rounds(models: dict[str, RemoteModel], x: np.ndarray, config: MeasureConfig) -> dict[str, dict[str, Any]]:
+    """Each model's latency statistics on the board, timed in alternating rounds."""
     first: dict[str, float] = {}
     samples: dict[str, list[float]] = {name: [] for name in models}
     min_runs: dict[str, int] = {}
@@ -48,6 +49,20 @@ def _timed_rounds(models: dict[str, RemoteModel], x: np.ndarray, config: Measure
     return stats
 
 
+def load_checked(board: Board, key: str, bundle: Bundle, model: str, x: np.ndarray) -> tuple[RemoteModel, dict[str, Any]]:
+    """``model``'s TVM library of ``bundle`` loaded on the board, its output checked against onnxruntime here."""
+    remote = board.load(bundle.artifact_path(model, "tvm"))
+    out = check_output(model, remote.run([x])[0], bundle.output_shape)
+    reference = OnnxRuntimeRunner(bundle.onnx_path(model), threads=1).run(x)
+    return remote, require(compare(reference, out, ("onnxruntime (host)", f"tvm on board '{key}'"))).to_dict()
+
+
+def board_environment(board: Board, tracker: str, key: str) -> dict[str, Any]:
+    """The board's environment record, and how it was reached, for a report."""
+    info = {k: v for k, v in board.info().items() if k != "cpu_flags"}  # the target check's, not the report's
+    return {**info, "rpc": {"tracker": tracker, "key": key, "board": f"{board.address[0]}:{board.address[1]}"}}
+
+
 def bench_remote(
     bundle: Bundle, tracker: str, key: str, models: list[str], config: MeasureConfig, wait_s: float = 60.0,
     check_board: bool = True,
@@ -64,13 +79,9 @@ def bench_remote(
         remote: dict[str, RemoteModel] = {}
         parity = {}
         for name in models:
-            remote[name] = board.load(bundle.artifact_path(name, "tvm"))
-            out = check_output(name, remote[name].run([x])[0], bundle.output_shape)
-            reference = OnnxRuntimeRunner(bundle.onnx_path(name), threads=1).run(x)
-            parity[name] = require(compare(reference, out, ("onnxruntime (host)", f"tvm on board '{key}'"))).to_dict()
-        stats = _timed_rounds(remote, x, config)
-        info = {k: v for k, v in board.info().items() if k != "cpu_flags"}  # the check's, not the report's
-        environment = {**info, "rpc": {"tracker": tracker, "key": key, "board": f"{board.address[0]}:{board.address[1]}"}}
+            remote[name], parity[name] = load_checked(board, key, bundle, name, x)
+        stats = timed_rounds(remote, x, config)
+        environment = board_environment(board, tracker, key)
     results = []
     for name in models:
         entry = bundle.model(name)

@@ -13,7 +13,8 @@ from edgedistill.ui import err_console, out_console, si, status_reporter, table
 
 
 @click.command("probe", epilog="Example: edgedistill probe --model resnet18_imagenet --image-size 224 --backend onnxruntime")
-@click.option("--target", "-t", default="host", show_default=True, help="Where to measure (a target this machine can run).")
+@click.option("--target", "-t", default="host", show_default=True,
+              help="Where to measure: a target this machine can run, or a board's with --rpc-tracker.")
 @click.option("--model", "-m", default="resnet20", show_default=True, help="Architecture (see 'edgedistill models').")
 @click.option("--image-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--in-channels", type=click.IntRange(min=1), default=3, show_default=True)
@@ -23,13 +24,17 @@ from edgedistill.ui import err_console, out_console, si, status_reporter, table
               help="{names} (repeatable).  [default: every backend that runs here]")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for every runtime.  [default: this machine's cores]")
 @click.option("--tune-trials", type=click.IntRange(min=0), default=0, show_default=True, help="TVM MetaSchedule trials per network.")
+@click.option("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker: time the variants' TVM libraries on a board of --rpc-key.")
+@click.option("--rpc-key", help="Board key registered with the tracker (e.g. rpi4).")
+@click.option("--rpc-wait", type=float, default=60.0, show_default=True, help="Seconds to wait for a free board.")
 @click.option("--quick", is_flag=True, help="Short timing (20 runs, 0.3 s per network): a first look, not for reports.")
 @click.option("--out", "-o", type=click.Path(), help="Folder for probe.json, probe.md, probe.png.  [default: probes/<model>-<size>-<target>]")
 @click.option("--force", is_flag=True, help="Replace an earlier probe's folder (never any other).")
 @json_option
 @friendly_errors
 def probe_command(target: str, model: str, image_size: int, in_channels: int, variants: str, backends: tuple[str, ...],
-                  threads: int | None, tune_trials: int, quick: bool, out: str | None, force: bool, as_json: bool) -> None:
+                  threads: int | None, tune_trials: int, rpc_tracker: str | None, rpc_key: str | None, rpc_wait: float, quick: bool,
+                  out: str | None, force: bool, as_json: bool) -> None:
     """Step 0: which cheap student is worth training for this device? Times the teacher and each
     cheap variant, untrained, exported in their fastest form, on every backend that runs here.
 
@@ -48,6 +53,7 @@ def probe_command(target: str, model: str, image_size: int, in_channels: int, va
     _check_folder(folder, force, PROBE_FORMAT)
     options = ProbeOptions(target=target, model=model, image_size=image_size, in_channels=in_channels, variants=names,
                            backends=backends, threads=threads, tune_trials=tune_trials,
+                           rpc_tracker=rpc_tracker, rpc_key=rpc_key, rpc_wait_s=rpc_wait,
                            config=MeasureConfig.quick() if quick else MeasureConfig())
     with status_reporter("probing", echo=not as_json) as report:
         result = run_probe(options, report)

@@ -36,6 +36,7 @@ from edgedistill.bench.rpc.tracker_client import (  # noqa: F401
     parse_tracker,
     registered_boards,
     request_board,
+    require_registered,
     tracker_summary,
     wait_for_board,
 )

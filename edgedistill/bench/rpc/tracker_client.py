@@ -83,6 +83,17 @@ def wait_for_board(
     raise RPCError(f"the RPC server on port {port} did not register under key '{key}' within {timeout:g} s")
 
 
+def require_registered(tracker: str | tuple[str, int], key: str) -> int:
+    """How many boards are registered under ``key`` (busy or free); an error in seconds when the
+    tracker does not answer or has none, so a long job (exports, tuning) fails before it starts."""
+    addr = tracker_address(tracker)
+    summary = tracker_summary(addr)
+    count = len(registered_boards(summary, key))
+    if not count:
+        raise _unknown_key_error(addr, key, f"no board is registered under key '{key}' at tracker {addr[0]}:{addr[1]}", summary)
+    return count
+
+
 def _no_board_error(addr: tuple[str, int], key: str, wait_s: float) -> RPCError:
     """Explain a request that timed out: busy boards, no boards, or a mistyped key."""
     what = f"no free board under key '{key}' at tracker {addr[0]}:{addr[1]} within {wait_s:g} s"
@@ -93,6 +104,10 @@ def _no_board_error(addr: tuple[str, int], key: str, wait_s: float) -> RPCError:
     count = len(registered_boards(summary, key))
     if count:
         return RPCError(what, f"all {count} board(s) of that key are busy; wait, add boards, or raise the wait time")
+    return _unknown_key_error(addr, key, what, summary)
+
+
+def _unknown_key_error(addr: tuple[str, int], key: str, what: str, summary: dict[str, Any]) -> RPCError:
     keys = sorted({s["key"].split(":", 1)[1] for s in summary["server_info"] if s.get("key", "").startswith("server:")})
     close = suggest(key, keys) if keys else None
     hint = f"did you mean '{close}'? " if close else ""
