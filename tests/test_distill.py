@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from edgedistill.cheap import CheapSpec
 from edgedistill.distill.losses import distill_kl
 from edgedistill.distill.methods import (
+    METHODS,
     Alone,
     ClassicKD,
     DeepMutualLearning,
@@ -189,3 +190,20 @@ def test_torchrun_with_one_process_still_trains_through_the_process_group(monkey
     with training_runtime("cpu", amp=False) as runtime:
         assert runtime.distributed and dist.is_initialized() and dist.get_world_size() == 1
     assert not dist.is_initialized()
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_registered_method_trains_its_deployable_students(name: str) -> None:
+    method_cls = METHODS.get(name)
+    teacher_spec = STUDENT.as_teacher()
+    extra = (create_model(teacher_spec), teacher_spec) if method_cls is ClassicKD else ()
+    method = method_cls(STUDENT, MethodOptions(students=2), *extra).train()
+    x, y = _batch()
+    logits = method(x)
+    assert set(logits) >= set(method.student_names) and method.student_names
+    assert all(out.shape == (len(y), STUDENT.num_classes) for out in logits.values())
+    total, parts = method.loss(logits, y)
+    assert torch.isfinite(total) and parts
+    total.backward()
+    for student in method.student_names:  # every network that can be deployed learns
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.network(student).parameters()), student

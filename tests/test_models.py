@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgedistill.cheap import CheapSpec
+from edgedistill.cheap import CheapSpec, cheap_kinds
+from edgedistill.config import UNTRAINABLE_MODELS
 from edgedistill.errors import ToolchainError, UnknownNameError
 from edgedistill.models import ModelSpec, complexity, create_model, model_names, spec_complexity
 
@@ -138,3 +139,15 @@ def test_models_command_lists_every_model_with_the_real_counts(tmp_path, monkeyp
     tiny = run_cli(["models", "--json", "--image-size", "1"])
     assert tiny.exit_code == 0, tiny.output
     assert {r["model"]: r for r in json.loads(tiny.stdout)}["vgg16"]["unavailable"] == "input 1×1 too small"
+
+
+@pytest.mark.parametrize("kind", cheap_kinds())
+@pytest.mark.parametrize("arch", [name for name in model_names() if name not in UNTRAINABLE_MODELS])
+def test_every_registered_model_has_a_cheaper_student_of_every_kind(arch: str, kind: str) -> None:
+    shape = (1, 3, 32, 32)
+    try:
+        teacher = spec_complexity(ModelSpec(arch, 10, 3), shape, cache=False)
+    except ToolchainError:
+        pytest.skip("needs torchvision")
+    student = spec_complexity(ModelSpec(arch, 10, 3, cheap=CheapSpec(kind)), shape, cache=False)
+    assert student.params < teacher.params and student.macs < teacher.macs
