@@ -10,7 +10,7 @@ the accuracy and hash of the exact artifact it timed.
 from __future__ import annotations
 
 import datetime
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -40,6 +40,29 @@ def check_output(model: str, output: np.ndarray, expected: Optional[Any]) -> np.
     return output
 
 
+def artifact_accuracy(
+    manifest_entry: Dict[str, Any], artifact: Optional[str], precision: Optional[str]
+) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
+    """The accuracy a result row carries, and where it comes from (``accuracy_source``).
+
+    The top-1 export measured on that exact ``artifact`` (its path in the bundle) when there is one;
+    else the checkpoint's, said so, for an fp32 row (an fp32 artifact reproduces it); else, for a
+    quantized row, no figure at all rather than the fp32 network's.
+    """
+    checkpoint = manifest_entry.get("accuracy")
+    measured = (manifest_entry.get("artifact_accuracy") or {}).get(artifact) if artifact else None
+    if measured and measured.get("test_top1") is not None:
+        source = {key: measured.get(key) for key in ("measured_on", "images", "split", "precision", "backend")}
+        source.update(measured="artifact", checkpoint_test_top1=(checkpoint or {}).get("test_top1"))
+        return {"val_top1": (checkpoint or {}).get("val_top1"), "test_top1": measured["test_top1"]}, source
+    if not checkpoint or checkpoint.get("test_top1") is None:
+        return checkpoint, None
+    if precision not in (None, "fp32"):
+        return {"val_top1": None, "test_top1": None}, {"measured": "not measured",
+                                                        "checkpoint_test_top1": checkpoint.get("test_top1")}
+    return checkpoint, {"measured": "checkpoint"}
+
+
 def result_entry(
     model: str, backend: str, threads: Optional[int], latency: Dict[str, Any], memory: Optional[Dict[str, Any]],
     manifest_entry: Dict[str, Any], **extra: Any
@@ -52,8 +75,9 @@ def result_entry(
         "latency_ms": latency,
         "memory": memory,
         **extra,
-        **{key: manifest_entry.get(key) for key in ("accuracy", "params", "macs", "arch", "cheap")},
+        **{key: manifest_entry.get(key) for key in ("params", "macs", "arch", "cheap")},
     }
+    row["accuracy"], row["accuracy_source"] = artifact_accuracy(manifest_entry, extra.get("artifact"), extra.get("precision"))
     tuning = ((manifest_entry.get("artifacts") or {}).get("tvm") or {}).get("tuning")
     if backend.startswith("tvm") and tuning is not None:
         row["tvm_tuning_trials"] = tuning.get("trials")
@@ -106,8 +130,9 @@ def bench_bundle(
     for model in models:
         entry = bundle.model(model)
         relative = bundle.relative(artifacts[model])
+        weights = artifacts[model] if artifacts[model].suffix == ".onnx" else bundle.onnx_path(model)  # an int8 model's own
         figures = memory_figures(
-            backend, artifacts[model], bundle.onnx_path(model), bundle.input_shape, threads, memory_runs, bundle.input_dtype
+            backend, artifacts[model], weights, bundle.input_shape, threads, memory_runs, bundle.input_dtype
         ) if memory else None
         results.append(
             result_entry(

@@ -32,7 +32,24 @@ def where(document: Dict[str, Any]) -> str:
 
 def _top1(document: Dict[str, Any], result: Dict[str, Any]) -> str:
     top1 = (result.get("accuracy") or {}).get("test_top1")
-    return "untrained" if top1 is None else f"{100 * top1:.2f}%"
+    if top1 is None:
+        return "not measured" if (result.get("accuracy_source") or {}).get("measured") == "not measured" else "untrained"
+    return f"{100 * top1:.2f}%"
+
+
+def _top1_source(document: Dict[str, Any], result: Dict[str, Any]) -> Optional[str]:
+    """Where the row's top-1 comes from: the artifact itself (machine, images) or the checkpoint."""
+    accuracy = result.get("accuracy_source") or {}
+    if accuracy.get("measured") == "artifact":
+        on = str(accuracy.get("measured_on") or "?").split(" (")[0]
+        return f"{on} ({accuracy.get('images')})"
+    return {"checkpoint": "checkpoint"}.get(accuracy.get("measured"))
+
+
+def _backend(result: Dict[str, Any]) -> str:
+    """The backend, with TVM code that was not tuned marked as such (it is many times slower than tuned)."""
+    untuned = result["backend"].startswith("tvm") and result.get("tvm_tuning_trials") == 0
+    return result["backend"] + (" (untuned)" if untuned else "")
 
 
 def _cv(document: Dict[str, Any], result: Dict[str, Any]) -> str:
@@ -43,8 +60,9 @@ def _cv(document: Dict[str, Any], result: Dict[str, Any]) -> str:
 # (header, in the narrow table too, cell). A high cv is marked "!" (see warnings()).
 COLUMNS: Tuple[Tuple[str, bool, Cell], ...] = (
     ("where", True, lambda document, result: where(document)),
-    ("backend", True, lambda document, result: result["backend"]),
+    ("backend", True, lambda document, result: _backend(result)),
     ("model", True, lambda document, result: result["model"]),
+    ("precision", True, lambda document, result: result.get("precision")),
     ("threads", False, lambda document, result: None if result.get("threads") is None else str(result["threads"])),
     ("median ms", True, _latency("median", 3)),
     ("p90 ms", True, _latency("p90", 3)),
@@ -57,6 +75,7 @@ COLUMNS: Tuple[Tuple[str, bool, Cell], ...] = (
     ("file MiB", True, _memory("file_bytes")),
     ("weights MiB", False, _memory("weight_bytes")),
     ("test top-1", True, _top1),
+    ("top-1 measured", False, _top1_source),
 )
 
 
@@ -78,6 +97,23 @@ def warnings(documents: Sequence[Dict[str, Any]]) -> List[str]:
     return found
 
 
+def accuracy_notes(documents: Sequence[Dict[str, Any]]) -> List[str]:
+    """Where the top-1 figures of the rows were measured (each row carries its own artifact's)."""
+    places, checkpoint = set(), False
+    for document in documents:
+        for result in document["results"]:
+            accuracy = result.get("accuracy_source") or {}
+            if accuracy.get("measured") == "artifact":
+                places.add(f"{accuracy.get('split')} on {accuracy.get('measured_on')}")
+            checkpoint = checkpoint or accuracy.get("measured") == "checkpoint"
+    found = [f"test top-1 of each row is that artifact's own, measured by edgedistill export on {place}"
+             for place in sorted(places)]
+    if checkpoint:
+        found.append("rows without a measured artifact accuracy show the PyTorch checkpoint's test top-1 "
+                     "(an fp32 artifact reproduces it)")
+    return found
+
+
 def format_table(document: Dict[str, Any]) -> str:
     """The results as aligned columns, then the teacher/student speed-up and warnings."""
     headers, rows = latency_table([document], show_where=False)
@@ -90,5 +126,6 @@ def format_table(document: Dict[str, Any]) -> str:
         lines.append(f"speed-up of the student over the teacher (median latency): {ratio:.2f}x")
     env = document["environment"]
     lines.append(f"on {env['hostname']} ({env['machine']}, {env['cpu_model']}), governor {env['governor']}, {env['temperature_c']} °C")
+    lines += [f"note: {note}" for note in accuracy_notes([document])]
     lines += [f"warning: {warning}" for warning in warnings([document])]
     return "\n".join(lines)

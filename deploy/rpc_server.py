@@ -177,7 +177,28 @@ def _session_main(fd: int, workdir: str) -> None:
     def _board_info() -> str:
         return json.dumps(board_info())
 
+    if tvm.get_global_func(RANDOM_FILL_FUNC, allow_missing=True) is None:
+        # MetaSchedule's RPC runner fills each candidate's inputs with this; the runtime-only
+        # library (TVM_USE_RUNTIME_LIB=1) does not have it.
+        tvm.register_global_func(RANDOM_FILL_FUNC, _random_fill)
+
     tvm.get_global_func("rpc.ServerLoop")(fd)
+
+
+RANDOM_FILL_FUNC = "tvm.contrib.random.random_fill_for_measure"
+
+
+def _random_fill(tensor: Any) -> None:
+    """Fill a tensor with measurement data: uniform floats, zero integers (always-valid indices)."""
+    import numpy as np
+
+    dtype = np.dtype(str(tensor.dtype))
+    shape = tuple(int(d) for d in tensor.shape)
+    if dtype.kind == "f":
+        values = np.random.default_rng().uniform(-1.0, 1.0, shape).astype(dtype)
+    else:
+        values = np.zeros(shape, dtype)
+    tensor.copyfrom(values)
 
 
 def _serve_session(conn: socket.socket, opts: dict[str, float], deadline: float | None) -> None:

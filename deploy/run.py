@@ -1,4 +1,4 @@
-"""The device CLI: ``python3 -m deploy.run {bench,verify,build-engine,info}``.
+"""The device CLI: ``python3 -m deploy.run {bench,eval,verify,build-engine,info}``.
 
 Only argument parsing and printing live here; the work is done by
 :mod:`deploy.bench`, :mod:`deploy.manifest` and :mod:`deploy.trt_build`.
@@ -67,6 +67,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         print(format_table(document))
         print(f"result written to {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from deploy.evaluate import eval_bundle, format_eval_table
+
+    bundle = _load(args)
+    backend = args.backend or bundle.default_backend
+    document = eval_bundle(bundle, backend, bundle.model_names(args.model), _threads(bundle, args.threads),
+                           precision=args.precision, limit=args.limit)
+    if args.out:
+        write_json_atomic(Path(args.out), document)
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(format_eval_table(document))
+        if args.out:
+            print(f"result written to {args.out}")
     return 0
 
 
@@ -179,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", parents=[common, models], help="measure latency and memory, student vs teacher")
     bench.add_argument("--backend", choices=backend_names(), help="default: the bundle's backend")
-    bench.add_argument("--precision", choices=PRECISIONS, help="TensorRT: which built engine to run")
+    bench.add_argument("--precision", choices=PRECISIONS,
+                       help="which artifact to run: a TensorRT engine built at it, or onnxruntime's fp32 / int8 model "
+                            "(default: the bundle's precision)")
     bench.add_argument("--runs", type=int, default=100, help="minimum timed runs per model (default 100)")
     bench.add_argument("--min-time", type=float, default=2.0, help="minimum timed seconds per model (default 2)")
     bench.add_argument("--repeats", type=int, default=5, help="repeat blocks, alternating student/teacher (default 5)")
@@ -190,6 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="result JSON path (default: BUNDLE/results/HOST-BACKEND.json)")
     bench.add_argument("--json", action="store_true", help="print the result JSON instead of the table")
     bench.set_defaults(func=cmd_bench)
+
+    evaluate = sub.add_parser("eval", parents=[common, models],
+                              help="top-1 of each artifact on the bundle's test subset, measured on this device")
+    evaluate.add_argument("--backend", choices=backend_names(), help="default: the bundle's backend")
+    evaluate.add_argument("--precision", choices=PRECISIONS, help="which artifact (default: the bundle's precision)")
+    evaluate.add_argument("--limit", type=int, help="the first N images of the subset only (no comparison with export then)")
+    evaluate.add_argument("--out", help="also write the result JSON here")
+    evaluate.add_argument("--json", action="store_true", help="print the result JSON instead of the table")
+    evaluate.set_defaults(func=cmd_eval)
 
     verify = sub.add_parser("verify", parents=[common, models], help="check hashes and target, run each model once")
     verify.add_argument("--backend", choices=backend_names(), help="default: the bundle's backend")

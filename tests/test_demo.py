@@ -53,7 +53,7 @@ class _Stages:
         self.stop_at: str | None = None
         if fake_train:
             monkeypatch.setattr(demo_cmd, "_train_stage", self._stage("train", lambda root, cfg: (root / "run").mkdir(exist_ok=True)))
-        monkeypatch.setattr(demo_cmd, "_export_stage", self._stage("export", lambda root, target, backend: None))
+        monkeypatch.setattr(demo_cmd, "_export_stage", self._stage("export", lambda root, target, backend, tune_trials: None))
         monkeypatch.setattr(demo_cmd, "_bench_stage", self._stage("bench", lambda root, threads, quick: None))
 
     def _stage(self, name: str, effect):  # noqa: ANN001, ANN202

@@ -81,6 +81,9 @@ def test_host_tvm_bundle_is_verified_and_self_contained(run_dir: Path, tmp_path:
         assert {p["candidate"] for p in entry["parity"]} == {"onnxruntime", "tvm (host)"}
         assert all(p["passed"] for p in entry["parity"])
         assert entry["trained"] and 0 <= entry["accuracy"]["test_top1"] <= 1
+        measured = entry["artifact_accuracy"]  # the TVM library's own top-1, measured here like the ONNX file's
+        assert set(measured) == {entry["onnx"], entry["artifacts"]["tvm"]["path"]}
+        assert measured[entry["artifacts"]["tvm"]["path"]]["test_top1"] == pytest.approx(measured[entry["onnx"]]["test_top1"], abs=0.01)
     assert manifest["models"]["student"]["macs"] < manifest["models"]["teacher"]["macs"]
     assert (root / "deploy" / "run.py").is_file() and not list(root.rglob("__pycache__"))
     assert "onnxruntime" in (root / "requirements.txt").read_text()

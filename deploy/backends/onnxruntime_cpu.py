@@ -1,9 +1,9 @@
-"""onnxruntime on the CPU: the ONNX file is the artifact."""
+"""onnxruntime on the CPU: the ONNX file is the artifact, or its int8 quantization (``artifacts.onnxruntime``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import numpy as np
 
@@ -41,8 +41,38 @@ class OnnxRuntimeRunner(Runner):
         return self.session.run([self.output_name], {self.input_name: x})[0]
 
 
+def _quantized(bundle: "Bundle", model: str) -> Optional[Dict[str, Any]]:
+    """The model's quantized onnxruntime artifact (``artifacts.onnxruntime``: int8), if the bundle has one."""
+    spec = (bundle.model(model).get("artifacts") or {}).get("onnxruntime")
+    return spec if spec and spec.get("path") else None
+
+
 def _artifact(bundle: "Bundle", model: str, precision: Optional[str]) -> Path:
-    return bundle.onnx_path(model)
+    """The fp32 ONNX, or the quantized model of a bundle exported at that precision (the default
+    when the bundle was): ``precision`` picks one, None takes the bundle's."""
+    spec = _quantized(bundle, model)
+    if precision is None:
+        return bundle.path(spec["path"]) if spec else bundle.onnx_path(model)
+    if precision == "fp32":
+        return bundle.onnx_path(model)
+    if spec and spec.get("precision") == precision:
+        return bundle.path(spec["path"])
+    have = ", ".join(["fp32"] + ([str(spec.get("precision"))] if spec else []))
+    raise DeployError(f"the bundle has no {precision} onnxruntime model for the {model} (it has {have})",
+                      f"export it with 'edgedistill export ... --backend onnxruntime --precision {precision}', or pick --precision {have}")
+
+
+def _precision(bundle: "Bundle", path: Path) -> Optional[str]:
+    """The precision of the onnxruntime artifact at ``path``: its manifest entry's, fp32 for the ONNX."""
+    try:
+        relative = bundle.relative(path)
+    except ValueError:  # a file outside the bundle
+        return "fp32"
+    for model in bundle.model_names():
+        spec = _quantized(bundle, model)
+        if spec and spec["path"] == relative:
+            return str(spec.get("precision", "int8"))
+    return "fp32"
 
 
 BACKEND = register(DeviceBackend(
@@ -53,5 +83,6 @@ BACKEND = register(DeviceBackend(
     requirements=("numpy>=1.17", "onnxruntime>=1.10"),
     open=lambda path, threads, options: OnnxRuntimeRunner(path, threads, arena=options.arena),
     artifact=_artifact,
+    precision=_precision,
     has_arena=True,
 ))

@@ -6,6 +6,7 @@ from edgedistill.backends.base import (  # noqa: F401 - the package's API
     BuildContext,
     CompileJob,
     HostBackend,
+    LocalArtifact,
     backend_names,
     get_backend,
     option_flag,

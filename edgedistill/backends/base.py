@@ -9,7 +9,7 @@ module), imported in ``edgedistill/backends/__init__.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,20 @@ class BuildContext:
     options: Any
     report: Callable[[str], None]
     notes: list[str] = field(default_factory=list)
+    precision: str = "fp32"
+    """The precision this bundle is exported at (--precision, else the backend's default for the target)."""
+    calibration: Samples | None = None
+    """The real training images int8 is calibrated on (loaded by export when the precision is int8)."""
+
+
+@dataclass(frozen=True)
+class LocalArtifact:
+    """An artifact this machine can run, which export measures the accuracy of on the test split:
+    ``backend`` is the device backend (:mod:`deploy.backends`) that opens ``path``."""
+
+    path: Path
+    backend: str
+    precision: str
 
 
 @dataclass
@@ -48,6 +62,8 @@ class CompileJob:
     ort_outputs: np.ndarray
     samples: Samples
     parity: list[ParityReport]
+    evaluate: list[LocalArtifact] = field(default_factory=list)
+    """Artifacts the backend made that run here (the fp32 ONNX is measured anyway): their top-1 is measured."""
 
 
 def _nothing_to_compile(_ctx: BuildContext, _job: CompileJob) -> tuple[dict[str, Any], int | None]:
@@ -70,6 +86,11 @@ class HostBackend:
     compile: Callable[[BuildContext, CompileJob], tuple[dict[str, Any], int | None]] = _nothing_to_compile
     """The model's ``artifacts`` manifest entries and the compiled bytes (None: the ONNX is the artifact)."""
     precision: Callable[[Target], str] = lambda target: "fp32"
+    """The precision exported when --precision is not given (one of ``precisions``)."""
+    precisions: tuple[str, ...] = ("fp32",)
+    """What ``--precision`` may ask of this backend; anything else is refused up front."""
+    refused_precisions: Mapping[str, str] = field(default_factory=dict)
+    """precision -> why this backend does not offer it (the error names what can)."""
     runs_here: Callable[[Bundle], tuple[bool, str, str]] = lambda bundle: (True, "", "")
     """Whether bench can run the bundle's artifacts on this machine: (ok, what stops it, what to do)."""
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import BENCH_FORMAT
-from deploy.report import latency_table, warnings, where
+from deploy.report import accuracy_notes, latency_table, warnings, where
 from deploy.atomic import current_umask
 from edgedistill.errors import EdgeDistillError
 
@@ -342,14 +342,14 @@ def write_report(documents: list[dict[str, Any]], out_dir: Path, plot: bool = Tr
 def notes(documents: list[dict[str, Any]]) -> list[str]:
     """What a reader must know to read these figures right."""
     results = [r for document in documents for r in document["results"]]
-    found = []
+    found = accuracy_notes(documents)
     if any(r["backend"] == "tvm-rpc" for r in results):
         found.append("tvm-rpc rows are timed on the board by TVM's time evaluator; their percentiles and cv are over "
                      "means of several runs, so they spread less than per-call figures.")
     if any(r["backend"].startswith("tvm") and r.get("tvm_tuning_trials") == 0 for r in results):
         found.append("the TVM code is untuned: TVM's default schedules are far slower than onnxruntime (most of all for "
-                     "standard convs, so the TVM speed-up flatters the student); export with --tune-trials 64 or more "
-                     "before comparing TVM.")
+                     "standard convs, so the TVM speed-up flatters the student); export with --tune-trials 256 (the host "
+                     "target's default) or more before comparing TVM.")
     return found
 
 

@@ -41,11 +41,14 @@ DEFAULTS: dict[str, Any] = {"method": "mutual", "kind": "shift", "epochs": 1, "t
               help="{names}: the bundle's backend.  [default: tvm where the target has it, so the bench compares it with onnxruntime]")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for training and benchmarking.")
 @click.option("--limit", type=click.IntRange(min=1), help="Train and test on N images only (a first look in seconds).")
+@click.option("--tune-trials", type=click.IntRange(min=0), default=0, show_default=True,
+              help="TVM MetaSchedule trials per model (0: untuned TVM code, labelled so; the host target's own default, "
+                   "256, takes about 10 minutes here the first time).")
 @click.option("--quick", is_flag=True, help="Short timing (20 runs, 0.3 s per model) and no memory probes.")
 @friendly_errors
 def demo_command(
     out: str, method: str, kind: str, epochs: int, target: str, backend: str | None, threads: int | None, limit: int | None,
-    quick: bool,
+    tune_trials: int, quick: bool,
 ) -> None:
     """Train (Fashion-MNIST, ResNet-20), export for --target, and benchmark student vs teacher.
 
@@ -77,7 +80,7 @@ def demo_command(
     try:
         _train_stage(root, cfg)
         stage = "export"
-        _export_stage(root, target, chosen)
+        _export_stage(root, target, chosen, tune_trials)
         stage = "benchmark"
         _bench_stage(root, threads, quick)
     except Interrupted as exc:
@@ -184,7 +187,7 @@ def _train_stage(root: Path, cfg: Any) -> None:
     render_train_summary(summary)
 
 
-def _export_stage(root: Path, target: str, backend: str | None) -> None:
+def _export_stage(root: Path, target: str, backend: str | None, tune_trials: int) -> None:
     from edgedistill.bench.service import is_bundle
     from edgedistill.commands.export_cmd import render_export_summary
     from edgedistill.export.pipeline import ExportOptions, export_bundle
@@ -200,7 +203,11 @@ def _export_stage(root: Path, target: str, backend: str | None) -> None:
         raise EdgeDistillError(f"{bundle} exists but is not a bundle (no manifest.json)",
                                "the demo did not write it: move it away, then continue with the same command")
     with status_reporter("exporting") as report:
-        exported = export_bundle(root / "run", ExportOptions(target=target, backend=backend, out=str(bundle)), _literal(report))
+        # The artifacts' own top-1 on 1,000 test images: untuned TVM code needs ~35 ms an image here, the whole split minutes.
+        # TVM stays untuned unless --tune-trials: the first command should take minutes, not a quarter of an hour.
+        exported = export_bundle(root / "run", ExportOptions(target=target, backend=backend, out=str(bundle), eval_limit=1000,
+                                                             tune_trials=tune_trials),
+                                 _literal(report))
     render_export_summary(exported)
 
 

@@ -5,7 +5,9 @@ BUNDLE/
   manifest.json           target, backend, input spec, per-model accuracy/params/MACs/parity, SHA-256 of every file
   models/<model>.onnx     single-file ONNX (fixed input shape unless --dynamic-batch)
   models/<model>.tvm.so   TVM library for the target (GPU targets: also <model>.tvm.cuda.so)
+  models/<model>.int8.onnx      onnxruntime int8 model (--precision int8)
   calibration/calibration.npy   TensorRT INT8 calibration images (TensorRT bundles)
+  evaluation/test-*.npy   a seeded test subset (uint8 images, labels) for 'deploy.run eval'
   deploy/                 the device runner: python3 -m deploy.run bench|verify|build-engine|info
   requirements.txt        what the device needs from pip for this bundle's backend
   README.md               how to run it on the device
@@ -58,6 +60,7 @@ mean/std in manifest.json. Copy this directory to the device, then:
 python3 -m pip install -r requirements.txt
 python3 -m deploy.run verify                  # file hashes, target check, and a run of each model (output shape, finite)
 {build}python3 -m deploy.run bench --json > result.json   # latency + memory, student vs teacher
+python3 -m deploy.run eval                    # top-1 of each model on the bundle's test subset, on this device
 ```
 
 Bring result.json back and run `edgedistill bench --import result.json` for the report.

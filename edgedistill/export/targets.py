@@ -45,7 +45,7 @@ _REQUIRED = ("name", "description", "device", "backends", "precision", "onnx_ops
 _DETECTED = ("arch", "threads")
 _OPTIONAL = ("aliases", "detect", "cpu", "gpu", "tvm", "tensorrt", "software")
 _TABLES = ("cpu", "gpu", "tvm", "tensorrt", "software")
-_TVM_KEYS = ("target", "cross_compiler")
+_TVM_KEYS = ("target", "cross_compiler", "tune_trials")
 # Hints name a command, not a repository path: a pip install has no targets/ folder.
 _EXAMPLE_HINT = "'edgedistill targets --show rpi4' prints a complete example"
 _GPU_EXAMPLE_HINT = "'edgedistill targets --show jetson-orin-nano' prints a GPU example"
@@ -71,6 +71,7 @@ class Target:
     tensorrt: dict[str, Any] | None
     source: str  # the file it was read from
     raw: dict[str, Any]
+    tune_trials: int = 0  # [tvm] tune_trials: the MetaSchedule budget when export is given no --tune-trials
 
     @property
     def default_backend(self) -> str:
@@ -227,6 +228,7 @@ def parse_target(data: Mapping[str, Any], source: str) -> Target:
         tensorrt=dict(data["tensorrt"]) if "tensorrt" in data else None,
         source=source,
         raw=data,
+        tune_trials=_integer(tvm, "tune_trials", 0, 100_000, source) if "tune_trials" in tvm else 0,
     )
 
 

@@ -24,15 +24,15 @@ def _precision(target: Target) -> str:
 
 
 def _prepare(ctx: BuildContext, first: ModelSource) -> dict[str, Any]:
-    """Real training images, shipped for the INT8 calibration of the engine build."""
-    from edgedistill.export.samples import real_samples
+    """Real training images, shipped for the INT8 calibration of the engine build (the set every
+    int8 path uses: :func:`edgedistill.export.quantize.calibration_set`)."""
+    from edgedistill.export.quantize import calibration_record, calibration_set
 
-    samples = real_samples(first.checkpoint.data, "train", ctx.options.calibration_samples, ctx.options.data_dir,
-                           seed=1, allow_synthetic=False)
+    samples = ctx.calibration or calibration_set(first.checkpoint.data, ctx.options.calibration_samples, ctx.options.data_dir)
     path = ctx.root / CALIBRATION
     path.parent.mkdir()
     np.save(path, samples.inputs)
-    return {"path": CALIBRATION, "source": samples.source}
+    return calibration_record(samples, shipped=CALIBRATION)
 
 
 def _tensorrt_and_gpu_here() -> bool:
@@ -53,7 +53,7 @@ def _compile(ctx: BuildContext, job: CompileJob) -> tuple[dict[str, Any], None]:
     from edgedistill.backends.tensorrt.check import assert_tensorrt_compatible, tensorrt_version_for_target
 
     version = tensorrt_version_for_target(ctx.target.raw)
-    precision = _precision(ctx.target)
+    precision = ctx.precision
     ctx.report(f"{job.role}: checking the graph against TensorRT {version} ({precision})")
     warnings = assert_tensorrt_compatible(job.onnx_path, version, precision)
     ctx.notes += [f"{job.role}: TensorRT {version}: {w}" for w in warnings]
@@ -82,5 +82,6 @@ BACKEND = register(HostBackend(
     prepare=_prepare,
     compile=_compile,
     precision=_precision,
+    precisions=("fp16", "int8", "fp32"),
     runs_here=_runs_here,
 ))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from edgedistill.backends.base import BuildContext, CompileJob, HostBackend, register
+from edgedistill.backends.base import BuildContext, CompileJob, HostBackend, LocalArtifact, register
 from edgedistill.errors import ToolchainError
 from edgedistill.toolchains.cc import elf_machine
 
@@ -28,6 +28,51 @@ def _check_toolchain(target: Target) -> None:
     check_links_shared_library(find_linker(target))
 
 
+def tuning_budget(options: Any, target: Target) -> tuple[int, str]:
+    """The MetaSchedule budget per model and where it comes from (--tune-trials, else the target's default)."""
+    if options.tune_trials is not None:
+        return options.tune_trials, "--tune-trials"
+    return target.tune_trials, f"the default of target {target.name} ([tvm] tune_trials)"
+
+
+_BOARD = "_tvm_tuning_board"  # the BuildContext attribute that carries the board checked by _prepare
+
+
+def _tuning_board(options: Any, target: Target, trials: int) -> Any:
+    """The board to tune through (--rpc-tracker/--rpc-key), checked: free, reachable, the target's arch; or None."""
+    from edgedistill.backends.tvm.tuning import BoardRunner, check_board
+    from edgedistill.bench.rpc import parse_tracker
+    from edgedistill.errors import EdgeDistillError
+
+    if options.rpc_key and not options.rpc_tracker:
+        raise EdgeDistillError("--rpc-key needs --rpc-tracker HOST:PORT", "name the tracker the board is registered with")
+    if not options.rpc_tracker:
+        return None
+    if not options.rpc_key:
+        raise EdgeDistillError("--rpc-tracker needs --rpc-key KEY", "pass the key the board registered under, e.g. --rpc-key rpi4")
+    if trials == 0:
+        raise EdgeDistillError(
+            "--rpc-tracker is used by export only to tune through the board, and no tuning was asked for",
+            "add --tune-trials N (e.g. 64); to time a bundle on the board use 'edgedistill bench BUNDLE --rpc-tracker ... --rpc-key ...'")
+    return check_board(BoardRunner(parse_tracker(options.rpc_tracker), options.rpc_key), target.arch)
+
+
+def _prepare(ctx: BuildContext, _first_source: Any) -> None:
+    """Before any model: settle the tuning budget and check the board to tune through (seconds, one error line)."""
+    trials, source = tuning_budget(ctx.options, ctx.target)
+    board = _tuning_board(ctx.options, ctx.target, trials)
+    setattr(ctx, _BOARD, board)
+    if trials == 0:
+        ctx.notes.append("tvm: the TVM code is untuned (TVM 0.27 has no CPU schedules of its own: plain loops, many times "
+                         "slower than onnxruntime); export with --tune-trials N to tune it")
+    elif board is not None and board.emulated:
+        ctx.notes.append(f"tvm: tuned on an emulated board ({board.key}): the schedules are correct, but chosen by "
+                         "timings that mean nothing; tune on the real board before trusting TVM figures")
+    if trials and source != "--tune-trials":
+        ctx.report(f"tvm: tuning {trials} trials per model, {source}; --tune-trials 0 skips it")
+    return None
+
+
 def _compile(ctx: BuildContext, job: CompileJob) -> tuple[dict[str, Any], int]:
     from edgedistill.backends.tvm.compile import compile_onnx, run_local
     from edgedistill.export import onnx_export
@@ -35,20 +80,29 @@ def _compile(ctx: BuildContext, job: CompileJob) -> tuple[dict[str, Any], int]:
     from edgedistill.export.targets import host_can_run
 
     options, target = ctx.options, ctx.target
-    trials = f", tuning {options.tune_trials} trials" if options.tune_trials else ""
+    budget, _ = tuning_budget(options, target)
+    board = getattr(ctx, _BOARD) if hasattr(ctx, _BOARD) else _tuning_board(options, target, budget)
+    trials = f", tuning {budget} trials" + (f" on {board.describe()}" if board else "") if budget else " (untuned)"
     ctx.report(f"{job.role}: compiling with TVM for {target.name}{trials}")
     artifact = compile_onnx(
         job.onnx_path, target, ctx.root / "models" / f"{job.role}.tvm.so", input_name=onnx_export.INPUT_NAME,
-        input_shape=job.shape, tune_trials=options.tune_trials, tuning_dir=options.tuning_dir,
+        input_shape=job.shape, tune_trials=budget, tuning_dir=options.tuning_dir, tuning_board=board, fuse_shift=options.fuse_shift,
         progress=lambda message: ctx.report(f"{job.role}: {message}"),
     )
     entry = artifact.manifest(ctx.root)
+    if artifact.tuned_trials:
+        details = artifact.tuning_details
+        done = ("database reused, nothing measured" if artifact.tuning_reused else
+                f"{details['measured_now']} candidates measured on {details['measured_on']}"
+                + (f", {details['failed_now']} of them failed" if details.get("failed_now") else ""))
+        ctx.notes.append(f"{job.role}: TVM tuned ({budget} trials, target database {details['database']}): {done}")
     can_run, why = host_can_run(target)
     if can_run:
         ctx.report(f"{job.role}: checking the TVM library against onnxruntime")
         outputs = run_batched(lambda x: run_local(artifact.path, x), job.samples.inputs, options.batch)
         job.parity.append(require(compare(job.ort_outputs, outputs, ("onnxruntime", f"tvm ({target.name})"))))
         entry["verified"] = "parity with onnxruntime on this machine"
+        job.evaluate.append(LocalArtifact(artifact.path, "tvm", "fp32"))
     else:
         machine = elf_machine(artifact.path)
         if machine != target.arch:
@@ -72,8 +126,13 @@ def _runs_here(bundle: Bundle) -> tuple[bool, str, str]:
 BACKEND = register(HostBackend(
     name="tvm",
     summary="Apache TVM 0.27: a library compiled for the target's CPU (cross-compiled for ARM), CUDA code for Jetson GPUs",
-    options=frozenset({"tune_trials", "tuning_dir"}),
+    options=frozenset({"tune_trials", "tuning_dir", "rpc_tracker", "rpc_key", "fuse_shift"}),
+    refused_precisions={"int8": "TVM 0.27's Relax ONNX importer turns QuantizeLinear/DequantizeLinear into "
+                                "relax quantize/dequantize ops that are legalized to float32 arithmetic around fp32 "
+                                "convolutions, so the library would compute in float: a fake int8",
+                        "fp16": "this project exports TVM libraries in fp32 only"},
     check_toolchain=_check_toolchain,
+    prepare=_prepare,
     compile=_compile,
     runs_here=_runs_here,
 ))

@@ -9,8 +9,13 @@
   plus CUDA kernels, which TVM 0.27 ships as CUDA C and compiles on the device
   (see :mod:`edgedistill.backends.tvm.cuda`). :class:`TvmArtifact` records which
   devices got machine code here (``compiled_for``) and why the others did not.
-* ``tune_trials > 0`` tunes the CPU code with MetaSchedule and keeps the
-  database (see :mod:`edgedistill.backends.tvm.tuning`).
+* ``tune_trials > 0`` tunes the CPU code with MetaSchedule into the target's one database,
+  shared by every model (see :mod:`edgedistill.backends.tvm.tuning`); candidates run here, or on
+  a board through an RPC tracker (``tuning_board``).
+* ``fuse_shift=True`` compiles each shift → 1×1 conv of the CPU code as one kernel that reads
+  the shifted addresses directly (:mod:`edgedistill.backends.tvm.fused_shift`). Off by default:
+  on ResNet-20 32×32 here it was slower than the plain depthwise + 1×1 kernels, untuned and with
+  64/256 MetaSchedule trials (figures in that module's doc).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +34,9 @@ from google.protobuf.message import DecodeError
 from edgedistill.errors import EdgeDistillError, ToolchainError, exception_line
 from edgedistill.backends.tvm import cuda as tvm_cuda
 from edgedistill.export.targets import Target, host_arch, host_can_run
+from edgedistill.backends.tvm.fused_shift import fuse_for_compile
 from edgedistill.backends.tvm.onnx_import import FALLBACK_HINT, import_tvm, onnx_to_relax
-from edgedistill.backends.tvm.tuning import apply_tuning, database_dir, default_tuning_dir, graph_hash
+from edgedistill.backends.tvm.tuning import BoardRunner, apply_tuning, database_dir, default_tuning_dir
 from edgedistill.toolchains import cc
 from edgedistill.utils.atomic import atomic_path
 
@@ -52,8 +58,10 @@ class TvmArtifact:
     tuned_trials: int = 0
     tuning_database: Path | None = None
     tuning_reused: bool = False
+    tuning_details: dict[str, Any] = field(default_factory=dict)  # database, where candidates ran, counts
     compile_seconds: float = 0.0
     linker: str = ""  # compiler that linked the .so ("" for .tar)
+    fused: dict[str, int] | None = None  # fused kernels in the CPU library, e.g. {"shift_conv": 18}; None: fusion off
 
     def manifest(self, root: str | os.PathLike[str]) -> dict[str, Any]:
         """The ``artifacts.tvm`` entry of a bundle manifest, paths relative to ``root``."""
@@ -63,9 +71,11 @@ class TvmArtifact:
             "target": self.target,
             "compiled_for": list(self.compiled_for),
             "not_compiled": dict(self.not_compiled),
-            "tuning": {"trials": self.tuned_trials, "reused": self.tuning_reused},
+            "tuning": {"trials": self.tuned_trials, "reused": self.tuning_reused, **self.tuning_details},
             "compile_seconds": round(self.compile_seconds, 2),
         }
+        if self.fused is not None:
+            entry["fused"] = dict(self.fused)
         if self.gpu_path is not None:
             entry["gpu"] = {"path": os.path.relpath(self.gpu_path, root), "target": self.gpu_target, "kernels": self.gpu_kernels, "code": "cuda-source"}
         return entry
@@ -166,6 +176,8 @@ def compile_onnx(
     tune_trials: int = 0,
     tuning_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    fuse_shift: bool = False,
+    tuning_board: BoardRunner | None = None,
 ) -> TvmArtifact:
     """Compile ``onnx_path`` for ``target`` into ``out_path`` (``.so`` or ``.tar``).
 
@@ -188,10 +200,14 @@ def compile_onnx(
     report(f"importing {Path(onnx_path).name} into TVM Relax ({len(model.graph.node)} nodes)")
     mod = onnx_to_relax(model, input_name, input_shape)
 
-    cpu_mod, tuning = mod, None
+    cpu_mod, fused = fuse_for_compile(mod, fuse_shift, report)  # each shift → 1×1 conv as one kernel (CPU code)
+    tuning = None
     if tune_trials > 0:
-        db_dir = database_dir(Path(tuning_dir) if tuning_dir else default_tuning_dir(), target.name, graph_hash(model, input_shape), cpu, tune_trials, tvm.__version__)
-        cpu_mod, tuning = apply_tuning(mod, tvm.target.Target(cpu), db_dir=db_dir, trials=tune_trials, can_tune=host_can_run(target), report=report)
+        # One database per target, shared by every model: MetaSchedule keys records by each kernel's TIR.
+        db_dir = database_dir(Path(tuning_dir) if tuning_dir else default_tuning_dir(), target.name, cpu, tvm.__version__)
+        cpu_mod, tuning = apply_tuning(cpu_mod, tvm.target.Target(cpu), db_dir=db_dir, trials=tune_trials, can_tune=host_can_run(target),
+                                       report=report, board=tuning_board,
+                                       linker=(linker or find_linker(target)) if tuning_board else None)
     report(f"compiling for {cpu['mtriple']} / {cpu['mcpu']}")
     _export(tvm, _build(tvm, cpu_mod, cpu), out, fmt, linker, report)
 
@@ -215,8 +231,10 @@ def compile_onnx(
         tuned_trials=tune_trials if tuning else 0,
         tuning_database=tuning.database if tuning else None,
         tuning_reused=tuning.reused if tuning else False,
+        tuning_details=tuning.manifest() if tuning else {},
         compile_seconds=time.perf_counter() - start,
         linker=linker,
+        fused=fused,
     )
 
 

@@ -1,0 +1,198 @@
+"""The fused shift + 1×1 conv kernel for TVM: found in both ONNX forms of a shift, exact, tunable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from edgedistill.cheap.modules import ShiftConv2d
+from edgedistill.export import lowering
+from edgedistill.export.onnx_export import INPUT_NAME, export_onnx
+
+tvm = pytest.importorskip("tvm", reason="Apache TVM is not installed (pip install 'edgedistill[tvm]')")
+
+from edgedistill.backends.tvm import fused_shift  # noqa: E402 - needs tvm
+from edgedistill.backends.tvm.onnx_import import onnx_to_relax  # noqa: E402
+
+SHAPE = (1, 3, 11, 14)  # odd, non-square: stride-2 blocks round up
+
+
+class TinyShiftNet(nn.Module):
+    """Stem, two shift blocks (one with stride 2, BN after each 1×1), a shift whose channels fill
+    whole groups (18 = 2·9), a real depthwise → 1×1 (not a shift) and a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.block1 = nn.Sequential(ShiftConv2d(16, 16), nn.BatchNorm2d(16), nn.ReLU())
+        self.block2 = nn.Sequential(ShiftConv2d(16, 18, stride=2), nn.BatchNorm2d(18), nn.ReLU())
+        self.block3 = nn.Sequential(ShiftConv2d(18, 24, bias=True), nn.ReLU())
+        self.depthwise = nn.Conv2d(24, 24, 3, padding=1, groups=24, bias=False)
+        self.pointwise = nn.Conv2d(24, 24, 1)
+        self.fc = nn.Linear(24, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block3(self.block2(self.block1(self.stem(x))))
+        x = torch.relu(self.pointwise(self.depthwise(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+SHIFTS = 3  # shift → 1×1 chains in TinyShiftNet
+
+
+@pytest.fixture(scope="module")
+def net() -> nn.Module:
+    torch.manual_seed(0)
+    model = TinyShiftNet().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def exports(net: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("fused")
+    paths = {}
+    for form in ("trained", "onehot"):
+        model, _ = lowering.lower(net, form)
+        paths[form] = export_onnx(model, SHAPE, out / f"{form}.onnx").path
+    return paths
+
+
+def _relax(path: Path, shape: tuple[int, ...] = SHAPE):  # noqa: ANN202 - a tvm.IRModule
+    return onnx_to_relax(onnx.load(str(path)), INPUT_NAME, shape)
+
+
+def _run(mod, x: np.ndarray) -> np.ndarray:  # noqa: ANN001 - a tvm.IRModule
+    from tvm import relax
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+    vm = relax.VirtualMachine(tvm.compile(mod, target), tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x))
+    return (out if hasattr(out, "numpy") else out[0]).numpy()
+
+
+def _prim_names(mod) -> list[str]:  # noqa: ANN001
+    return [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+
+
+@pytest.mark.parametrize("form", ["trained", "onehot"])
+def test_each_shift_becomes_one_kernel_with_the_same_outputs(net: nn.Module, exports: dict[str, Path], form: str) -> None:
+    mod = _relax(exports[form])
+    fused, counts = fused_shift.fuse_shift_conv(mod)
+    assert counts["shift_conv"] == counts[form] == SHIFTS  # the real depthwise → 1×1 is not one of them
+    names = _prim_names(fused)
+    assert sum(name.startswith(fused_shift.PRIMFUNC_NAME) for name in names) == SHIFTS
+    ops = {str(b.value.op.name) for b in fused["main"].body.blocks[0].bindings if hasattr(b.value.op, "name")}
+    assert "relax.concat" not in ops  # no shifted copy left to write
+    convs = [b.value for b in fused["main"].body.blocks[0].bindings if getattr(b.value.op, "name", "") == "relax.nn.conv2d"]
+    assert sorted(int(c.attrs.groups) for c in convs) == [1, 1, 24]  # stem, the real depthwise and its 1×1
+
+    x = np.random.default_rng(1).standard_normal(SHAPE).astype(np.float32)
+    reference = ort.InferenceSession(str(exports[form])).run(None, {INPUT_NAME: x})[0]
+    with torch.no_grad():
+        eager = net(torch.from_numpy(x)).numpy()
+    got = _run(fused, x)
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, eager, rtol=1e-4, atol=1e-4)
+    unpadded, _ = fused_shift.fuse_shift_conv(mod, padded=False)  # bounds tested per read instead of a zero border
+    np.testing.assert_allclose(_run(unpadded, x), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_only_exact_one_hot_depthwise_weights_count_as_a_shift() -> None:
+    weight = np.zeros((4, 1, 3, 3), np.float32)
+    weight[np.arange(4), 0, [0, 1, 2, 1], [1, 0, 2, 1]] = 1.0
+    np.testing.assert_array_equal(fused_shift.one_hot_offsets(weight, (1, 1)), [[-1, 0], [0, -1], [1, 1], [0, 0]])
+    for change in (lambda w: w.__setitem__((0, 0, 0, 0), 1e-7),  # a second tap
+                   lambda w: w.__setitem__((1, 0, 1, 0), 0.5),  # a scaled tap
+                   lambda w: w.__setitem__((2, 0, 2, 2), 0.0)):  # no tap at all
+        bad = weight.copy()
+        change(bad)
+        assert fused_shift.one_hot_offsets(bad, (1, 1)) is None
+
+
+def test_a_one_hot_conv_in_another_channel_order_reads_a_table(tmp_path: Path) -> None:
+    """Not the interleaved layout (random taps per channel): still fused, offsets from a table."""
+    conv = nn.Conv2d(12, 12, 3, padding=1, groups=12, bias=False)
+    pointwise = nn.Conv2d(12, 8, 1, stride=2)
+    taps = np.random.default_rng(2).integers(0, 9, 12)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight.view(12, 9)[torch.arange(12), torch.from_numpy(taps)] = 1.0
+    shape = (1, 12, 9, 10)
+    path = export_onnx(nn.Sequential(conv, pointwise).eval(), shape, tmp_path / "table.onnx").path
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    reference = ort.InferenceSession(str(path)).run(None, {INPUT_NAME: x})[0]
+    for padded in (True, False):
+        fused, counts = fused_shift.fuse_shift_conv(_relax(path, shape), padded=padded)
+        assert counts["shift_conv"] == 1
+        np.testing.assert_allclose(_run(fused, x), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_interleaved_layout_is_recognised() -> None:
+    from edgedistill.cheap.modules import shift_directions
+
+    for channels in (9, 16, 18):
+        moves = shift_directions(3)
+        offsets = np.array([(-moves[c % 9][1], -moves[c % 9][0]) if c < channels // 9 * 9 else (0, 0) for c in range(channels)])
+        assert fused_shift.interleaved_layout(offsets) == (3, channels // 9 * 9, -1)
+    assert fused_shift.interleaved_layout(np.array([(1, 0)] * 9)) is None
+
+
+def test_metaschedule_sees_the_fused_kernel_as_a_tuned_task(exports: dict[str, Path]) -> None:
+    from tvm import relax, transform
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgedistill.backends.tvm.tuning import TUNED_OPS
+
+    fused, _ = fused_shift.fuse_shift_conv(_relax(exports["onehot"]))
+    target = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1})
+    with target:
+        prepared = transform.Sequential([relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),
+                                         relax.pipeline.zero_pipeline()])(fused)
+    names = [task.task_name for task in ms.relax_integration.extract_tasks(prepared, target)]
+    shift_tasks = [name for name in names if fused_shift.PRIMFUNC_NAME in name]
+    assert len(shift_tasks) == SHIFTS, names
+    assert all(any(op in name for op in TUNED_OPS) for name in shift_tasks)
+
+
+def test_compile_onnx_records_the_fusion_and_can_turn_it_off(exports: dict[str, Path], tmp_path: Path) -> None:
+    from edgedistill.backends.tvm.compile import compile_onnx, run_local
+    from edgedistill.export.targets import load_target
+
+    x = np.random.default_rng(4).standard_normal(SHAPE).astype(np.float32)
+    reference = ort.InferenceSession(str(exports["onehot"])).run(None, {INPUT_NAME: x})[0]
+    for fuse, expect in ((True, {"shift_conv": SHIFTS}), (False, None), (None, None)):  # None: the default (off)
+        options = {} if fuse is None else {"fuse_shift": fuse}
+        artifact = compile_onnx(exports["onehot"], load_target("host"), tmp_path / f"m{fuse}.so", input_name=INPUT_NAME,
+                                input_shape=SHAPE, **options)
+        assert artifact.fused == expect
+        assert artifact.manifest(tmp_path).get("fused") == expect
+        np.testing.assert_allclose(run_local(artifact.path, x), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_export_fuse_shift_ships_a_fused_library_checked_like_every_artifact(mutual_run: Path, tmp_path: Path) -> None:
+    from cli_helpers import assert_one_error, run_cli
+
+    bundle = tmp_path / "fused"
+    result = run_cli(["export", str(mutual_run), "--backend", "tvm", "--fuse-shift", "--model", "student", "--lowering", "onehot",
+                      "--tune-trials", "0", "--eval-limit", "0", "--parity-samples", "4", "--out", str(bundle)])
+    assert result.exit_code == 0, result.stderr
+    student = json.loads((bundle / "manifest.json").read_text())["models"]["student"]
+    assert student["artifacts"]["tvm"]["fused"]["shift_conv"] > 0
+    assert [p["passed"] for p in student["parity"]] == [True, True]  # onnxruntime, then the fused TVM library
+    assert_one_error(run_cli(["export", str(mutual_run), "--fuse-shift", "--out", str(tmp_path / "ort")]),
+                     "--fuse-shift applies to the tvm backend only")
+    assert not (tmp_path / "ort").exists()
