@@ -123,6 +123,8 @@ def _export_variant(label: str, spec: ModelSpec, options: ProbeOptions, workdir:
     summary = export_bundle(checkpoint, ExportOptions(
         target=options.target, backend=backend, out=str(workdir / label / "bundle"), models=(role,), parity_samples=4,
         tune_trials=options.tune_trials if backend == "tvm" else 0,
+        # a board target is tuned on the board it is timed on
+        rpc_tracker=options.rpc_tracker if options.tune_trials else None, rpc_key=options.rpc_key if options.tune_trials else None,
     ), lambda message: report(f"{label}: {message}"))
     return Path(summary.bundle)
 

@@ -23,7 +23,7 @@ from edgedistill.ui import err_console, out_console, si, status_reporter, table
 @click.option("--backend", "-b", "backends", multiple=True, cls=ListingOption, listing=backend_names,
               help="{names} (repeatable).  [default: every backend that runs here]")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for every runtime.  [default: this machine's cores]")
-@click.option("--tune-trials", type=click.IntRange(min=0), default=0, show_default=True, help="TVM MetaSchedule trials per network.")
+@click.option("--tune-trials", type=click.IntRange(min=0), default=0, show_default=True, help="TVM MetaSchedule trials per network (with --rpc-tracker: tuned on the board).")
 @click.option("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker: time the variants' TVM libraries on a board of --rpc-key.")
 @click.option("--rpc-key", help="Board key registered with the tracker (e.g. rpi4).")
 @click.option("--rpc-wait", type=float, default=60.0, show_default=True, help="Seconds to wait for a free board.")
