@@ -33,7 +33,9 @@ def normalise(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
     return (shift + images.astype(np.float32) * scale).astype(np.float32)
 
 
-def _fixed_batch(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch: Optional[int]) -> np.ndarray:
+def run_fixed_batch(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch: Optional[int]) -> np.ndarray:
+    """``run`` (a model of fixed ``batch``; None: any) on any number of images: in chunks of ``batch``,
+    the last one padded with copies of its last image and the padding's outputs dropped."""
     if batch is None:
         return run(np.ascontiguousarray(x))
     outputs = []
@@ -51,7 +53,7 @@ def subset_top1(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, lab
     """``{"test_top1", "correct", "images"}`` of ``run`` (fixed ``batch``, or None for any) on the subset."""
     correct = 0
     for i in range(0, len(images), CHUNK):
-        logits = _fixed_batch(run, normalise(images[i : i + CHUNK], mean, std), batch)
+        logits = run_fixed_batch(run, normalise(images[i : i + CHUNK], mean, std), batch)
         correct += int(np.sum(logits.argmax(1) == labels[i : i + CHUNK]))
     return {"test_top1": correct / len(images), "correct": correct, "images": int(len(images))}
 

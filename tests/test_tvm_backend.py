@@ -24,6 +24,7 @@ from edgedistill.export.targets import host_arch, load_target
 from edgedistill.backends.tvm.compile import compile_onnx, run_local
 from edgedistill.backends.tvm.tuning import META_FILE, committed_records
 from edgedistill.toolchains import cc
+from tiny_nets import tiny_onnx
 from toolchain_support import need_cross_compiler
 
 pytest.importorskip("tvm", reason="Apache TVM is not installed (pip install 'edgedistill[tvm]')")
@@ -248,17 +249,7 @@ def test_missing_tvm_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_pa
 @pytest.mark.slow
 def test_tuning_writes_a_database_that_the_next_export_reuses(tmp_path: Path, sample: np.ndarray) -> None:
     """A tiny budget (one trial per task, a 3-task net) still runs real MetaSchedule: ~1-2 min on 2 cores."""
-
-    class Tiny(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 10)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(F.relu(self.conv(x)).mean((2, 3)))
-
-    torch.manual_seed(0)
-    path = export(Tiny(), tmp_path / "tiny.onnx")
+    path = tiny_onnx(tmp_path / "tiny.onnx", seed=0)
     messages: list[str] = []
     first = compile_for(path, "host", tmp_path / "a.so", tune_trials=3, tuning_dir=tmp_path / "db", progress=messages.append)
     assert first.tuned_trials == 3 and not first.tuning_reused
@@ -267,8 +258,7 @@ def test_tuning_writes_a_database_that_the_next_export_reuses(tmp_path: Path, sa
     assert any("3/3 trials measured" in m for m in messages)
     np.testing.assert_allclose(run_local(first.path, sample), reference(path, sample), atol=1e-4, rtol=1e-4)
 
-    torch.manual_seed(1)  # other weights, same graph: the kernels and so the database still apply
-    path = export(Tiny(), tmp_path / "tiny2.onnx")
+    path = tiny_onnx(tmp_path / "tiny2.onnx", seed=1)  # other weights, same graph: the kernels and so the database still apply
     start = time.perf_counter()
     second = compile_for(path, "host", tmp_path / "b.so", tune_trials=3, tuning_dir=tmp_path / "db")
     assert second.tuning_reused and second.tuning_database == first.tuning_database

@@ -18,40 +18,14 @@ import onnxruntime as ort
 import pytest
 
 from cli_helpers import assert_one_error, run_cli
+from tiny_nets import SHAPE, tiny_onnx
 from edgedistill.backends.tvm import tuning
 from edgedistill.bench import rpc
 from edgedistill.export.targets import load_target
 
 pytest.importorskip("tvm", reason="Apache TVM is not installed (pip install 'edgedistill[tvm]')")
 
-SHAPE = (1, 3, 16, 16)
 KEY = "tuning-test"
-
-
-def tiny_onnx(path: Path, seed: int = 0) -> Path:
-    """conv -> relu -> mean -> linear: two tuning tasks (a conv, a matmul)."""
-    import contextlib
-    import io
-    import warnings
-
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    class Tiny(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 10)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(F.relu(self.conv(x)).mean((2, 3)))
-
-    torch.manual_seed(seed)
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Tiny().eval(), (torch.randn(SHAPE),), str(path), dynamo=True, input_names=["input"],
-                          output_names=["logits"], external_data=False)
-    return path
 
 
 def reference(onnx_path: Path, x: np.ndarray) -> np.ndarray:

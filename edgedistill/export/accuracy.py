@@ -82,22 +82,10 @@ def run_test_split(checkpoint: Any, data_dir: str | None, limit: int | None) -> 
 
 
 def fixed_batch(run: Run, batch: int | None) -> Run:
-    """``run`` for any number of images: chunks of the model's fixed ``batch`` (None: it takes any),
-    the last chunk padded with copies of its last image and the padding's outputs dropped."""
-    if batch is None:
-        return lambda x: run(np.ascontiguousarray(x))
+    """``run`` for any number of images (see :func:`deploy.evaluate.run_fixed_batch`)."""
+    from deploy.evaluate import run_fixed_batch
 
-    def chunked(x: np.ndarray) -> np.ndarray:
-        outputs = []
-        for i in range(0, len(x), batch):
-            chunk = x[i : i + batch]
-            pad = batch - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-            outputs.append(run(np.ascontiguousarray(chunk))[: batch - pad])
-        return np.concatenate(outputs)
-
-    return chunked
+    return lambda x: run_fixed_batch(run, x, batch)
 
 
 def top1(runs: dict[str, Run], split: TestSplit) -> dict[str, dict[str, Any]]:
