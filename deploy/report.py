@@ -104,9 +104,9 @@ def accuracy_notes(documents: Sequence[Dict[str, Any]]) -> List[str]:
         for result in document["results"]:
             accuracy = result.get("accuracy_source") or {}
             if accuracy.get("measured") == "artifact":
-                places.add(f"{accuracy.get('split')} on {accuracy.get('measured_on')}")
+                places.add(f"{accuracy.get('by') or 'edgedistill export'} on {accuracy.get('split')}, {accuracy.get('measured_on')}")
             checkpoint = checkpoint or accuracy.get("measured") == "checkpoint"
-    found = [f"test top-1 of each row is that artifact's own, measured by edgedistill export on {place}"
+    found = [f"test top-1 of each row is that artifact's own, measured by {place}"
              for place in sorted(places)]
     if checkpoint:
         found.append("rows without a measured artifact accuracy show the PyTorch checkpoint's test top-1 "

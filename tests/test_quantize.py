@@ -221,3 +221,30 @@ def test_device_eval_of_a_bundle_without_a_subset_is_one_error(mutual_run: Path,
     done = subprocess.run([sys.executable, "-m", "deploy.run", "eval"], cwd=summary.bundle, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2 and "no test subset" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_bench_import_puts_the_devices_own_top1_on_the_rows_of_that_artifact(int8_bundle: Path, tmp_path: Path) -> None:
+    evaluation = tmp_path / "eval.json"
+    done = subprocess.run([sys.executable, "-m", "deploy.run", "eval", "--limit", "50", "--out", str(evaluation)], cwd=int8_bundle,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    device = {r["artifact"]: r["test_top1"] for r in json.loads(evaluation.read_text())["results"]}
+    result = run_cli(["bench", str(int8_bundle), "--backend", "onnxruntime", "--no-memory", "--no-plot", "--runs", "3", "--min-time",
+                      "0.01", "--repeats", "1", "--warmup-runs", "1", "--warmup-time", "0", "--import", str(evaluation),
+                      "--out", str(tmp_path / "report"), "--json"])
+    assert result.exit_code == 0, result.stderr
+    rows = [r for d in json.loads(result.stdout)["documents"] for r in d["results"]]
+    assert {r["artifact"] for r in rows} == set(device)
+    for row in rows:
+        assert row["accuracy"]["test_top1"] == device[row["artifact"]]
+        assert row["accuracy_source"]["by"] == "deploy.run eval" and row["accuracy_source"]["images"] == 50
+    markdown = next((tmp_path / "report").glob("*/report.md")).read_text()
+    assert "measured by deploy.run eval on the bundle's test subset" in markdown
+    # an evaluation of another bundle sits beside no row: an error, not a figure silently dropped
+    other = json.loads(evaluation.read_text())
+    other["bundle"]["created"] = "2000-01-01T00:00:00Z"
+    stray = tmp_path / "other.json"
+    stray.write_text(json.dumps(other))
+    assert_one_error(run_cli(["bench", str(int8_bundle), "--backend", "onnxruntime", "--no-memory", "--no-plot", "--runs", "3",
+                              "--min-time", "0.01", "--repeats", "1", "--import", str(stray), "--out", str(tmp_path / "r2")]),
+                     "matches no timed artifact")

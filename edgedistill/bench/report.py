@@ -55,7 +55,7 @@ class Comparison:
     emulated: bool
 
 
-def load_document(path: str | Path) -> dict[str, Any]:
+def load_document(path: str | Path, formats: tuple[str, ...] = (BENCH_FORMAT,)) -> dict[str, Any]:
     path = Path(path)
     try:
         document = json.loads(path.read_text())
@@ -63,9 +63,44 @@ def load_document(path: str | Path) -> dict[str, Any]:
         raise EdgeDistillError(f"result file not found: {path}", "pass the JSON written by 'python3 -m deploy.run bench'") from None
     except json.JSONDecodeError as exc:
         raise EdgeDistillError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})", "copy the file again from the device") from None
-    if not isinstance(document, dict) or document.get("format") != BENCH_FORMAT or "results" not in document:
-        raise EdgeDistillError(f"{path} is not an edgedistill benchmark result", f"expected format {BENCH_FORMAT}")
+    if not isinstance(document, dict) or document.get("format") not in formats or "results" not in document:
+        raise EdgeDistillError(f"{path} is not an edgedistill benchmark result", f"expected format {' or '.join(formats)}")
     return document
+
+
+def load_imports(paths: list[str] | tuple[str, ...]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``--import`` files: benchmark documents (``deploy.run bench``) and evaluations (``deploy.run eval``)."""
+    from deploy.evaluate import EVAL_FORMAT
+
+    loaded = [load_document(p, (BENCH_FORMAT, EVAL_FORMAT)) for p in paths]
+    return [d for d in loaded if d["format"] == BENCH_FORMAT], [d for d in loaded if d["format"] == EVAL_FORMAT]
+
+
+def merge_evaluations(documents: list[dict[str, Any]], evaluations: list[dict[str, Any]]) -> None:
+    """Put the top-1 ``deploy.run eval`` measured on a device onto every row that timed the same
+    artifact of the same bundle; an evaluation that matches no row is an error, not silently dropped."""
+    for evaluation in evaluations:
+        env, subset = evaluation["environment"], evaluation["subset"]
+        matched = 0
+        for result in evaluation["results"]:
+            for document in documents:
+                if (document.get("bundle") or {}).get("created") != evaluation["bundle"].get("created"):
+                    continue
+                for row in document["results"]:
+                    if row.get("artifact") != result["artifact"]:
+                        continue
+                    row["accuracy"] = {**(row.get("accuracy") or {}), "test_top1": result["test_top1"]}
+                    row["accuracy_source"] = {
+                        "measured": "artifact", "by": "deploy.run eval", "measured_on": f"{env.get('hostname')} ({env.get('machine')})",
+                        "images": result["images"], "split": f"the bundle's test subset ({subset.get('split')})",
+                        "precision": result.get("precision"), "backend": result.get("backend"),
+                    }
+                    matched += 1
+        if not matched:
+            raise EdgeDistillError(
+                f"the evaluation from {env.get('hostname')} matches no timed artifact of this report",
+                "import it with the bundle it was measured on (edgedistill bench BUNDLE --import eval.json), "
+                "or with that bundle's deploy.run bench result")
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

@@ -20,7 +20,7 @@ from deploy.env import usable_cores
 from deploy.manifest import Bundle, load_manifest, sha256_file
 from deploy.measure import MeasureConfig
 from edgedistill.backends import backend_names, get_backend, timing_backend
-from edgedistill.bench.report import load_document
+from edgedistill.bench.report import load_imports, merge_evaluations
 from edgedistill.checkpoints import ModelCheckpoint, load_model_checkpoint, save_model_checkpoint
 from edgedistill.errors import EdgeDistillError
 from edgedistill.utils.names import unknown_name
@@ -208,7 +208,9 @@ def run_bench(source: str | None, options: BenchOptions, report: Report | None =
             report(f"measuring {', '.join(models)} on a '{options.rpc_key}' board via {options.rpc_tracker}")
             documents.append(bench_remote(bundle, options.rpc_tracker, options.rpc_key, models, options.config, options.rpc_wait_s,
                                           check_board=not options.force))
-    documents += [load_document(p) for p in options.imports]
+    imported, evaluations = load_imports(options.imports)
+    documents += imported
+    merge_evaluations(documents, evaluations)
     if not documents:
         raise EdgeDistillError("nothing to benchmark", "pass a bundle or run directory, or --import RESULT.json")
     return BenchResult(documents, bundle_dir)

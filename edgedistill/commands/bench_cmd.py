@@ -33,7 +33,7 @@ from edgedistill.ui import err_console, out_console, status_reporter, table
 @click.option("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker: run the bundle's TVM code on a remote board.")
 @click.option("--rpc-key", help="Board key registered with the tracker (e.g. rpi4).")
 @click.option("--rpc-wait", type=float, default=60.0, show_default=True, help="Seconds to wait for a free board.")
-@click.option("--import", "imports", multiple=True, type=click.Path(), help="A result JSON from 'python3 -m deploy.run bench' on a device (repeatable).")
+@click.option("--import", "imports", multiple=True, type=click.Path(), help="A result JSON from 'python3 -m deploy.run bench' on a device, or from 'python3 -m deploy.run eval' (its top-1 goes onto the rows of the artifacts it measured); repeatable.")
 @click.option("--out", "-o", type=click.Path(), help="Reports directory: each run writes OUT/<UTC time>/ (report.json, report.md, "
               "accuracy-latency.png) and points OUT/latest at it; earlier reports are kept.  [default: BUNDLE/report, "
               "./bench-report for --import only]")
