@@ -113,34 +113,39 @@ def bench_bundle(
 ) -> Dict[str, Any]:
     """Measure ``models`` of ``bundle`` with ``backend``; return the result document.
 
+    ``precision`` picks one artifact per model; None times what the backend compares side by side
+    (fp32 and int8 of an int8 onnxruntime bundle), every artifact interleaved in one run.
     ``runtime_only`` (TVM) is for the device CLI: see :class:`deploy.backends.tvm_vm.TvmRunner`.
     """
-    artifacts = {model: bundle.artifact_path(model, backend, precision) for model in models}
-    runners: Dict[str, Runner] = {
-        model: open_runner(backend, artifacts[model], threads, runtime_only=runtime_only) for model in models
+    spec = get_backend(backend)
+    jobs = [(model, p) for model in models for p in ([precision] if precision is not None else spec.side_by_side(bundle, model))]
+    artifacts = {job: bundle.artifact_path(job[0], backend, job[1]) for job in jobs}
+    runners: Dict[Tuple[str, Optional[str]], Runner] = {
+        job: open_runner(backend, artifacts[job], threads, runtime_only=runtime_only) for job in jobs
     }
     x = make_input(bundle.input_shape, bundle.input_dtype)
-    stats = interleaved({model: (lambda runner=runner: runner.run(x)) for model, runner in runners.items()}, config)
-    outputs = {model: check_output(model, runner.run(x), bundle.output_shape) for model, runner in runners.items()}
-    used_threads = {model: runner.threads for model, runner in runners.items()}
+    label = {job: job[0] if job[1] is None else f"{job[0]} ({job[1]})" for job in jobs}
+    stats = interleaved({label[job]: (lambda runner=runner: runner.run(x)) for job, runner in runners.items()}, config)
+    outputs = {job: check_output(job[0], runner.run(x), bundle.output_shape) for job, runner in runners.items()}
+    used_threads = {job: runner.threads for job, runner in runners.items()}
     del runners  # free the models before the memory probes run in child processes
 
     files = bundle.manifest.get("files", {})
     results = []
-    for model in models:
-        entry = bundle.model(model)
-        relative = bundle.relative(artifacts[model])
-        weights = artifacts[model] if artifacts[model].suffix == ".onnx" else bundle.onnx_path(model)  # an int8 model's own
+    for job in jobs:
+        model, artifact = job[0], artifacts[job]
+        relative = bundle.relative(artifact)
+        weights = artifact if artifact.suffix == ".onnx" else bundle.onnx_path(model)  # an int8 model's own
         figures = memory_figures(
-            backend, artifacts[model], weights, bundle.input_shape, threads, memory_runs, bundle.input_dtype
+            backend, artifact, weights, bundle.input_shape, threads, memory_runs, bundle.input_dtype
         ) if memory else None
         results.append(
             result_entry(
-                model, backend, used_threads[model], stats[model].to_dict(), figures, entry,
-                output_shape=list(outputs[model].shape),
-                precision=get_backend(backend).precision(bundle, artifacts[model]),
+                model, backend, used_threads[job], stats[label[job]].to_dict(), figures, bundle.model(model),
+                output_shape=list(outputs[job].shape),
+                precision=spec.precision(bundle, artifact),
                 artifact=relative,
-                artifact_sha256=files.get(relative) or sha256_file(artifacts[model]),
+                artifact_sha256=files.get(relative) or sha256_file(artifact),
             )
         )
     return bench_document(bundle, environment_record(max(used_threads.values())), config.to_dict(), results)

@@ -95,9 +95,12 @@ def test_fp32_artifact_top1_on_the_run_split_equals_the_checkpoint(fp32_bundle: 
 def test_bench_times_the_int8_model_and_carries_its_accuracy(int8_bundle: Path) -> None:
     bundle = Bundle.load(int8_bundle)
     document = bench_bundle(bundle, "onnxruntime", ["student", "teacher"], 1, QUICK, memory=False)
+    assert [(r["model"], r["precision"]) for r in document["results"]] == [
+        ("student", "fp32"), ("student", "int8"), ("teacher", "fp32"), ("teacher", "int8")]  # side by side, one run
     for row in document["results"]:
         measured = bundle.model(row["model"])["artifact_accuracy"][row["artifact"]]
-        assert row["artifact"] == f"models/{row['model']}.int8.onnx" and row["precision"] == "int8"
+        suffix = ".int8.onnx" if row["precision"] == "int8" else ".onnx"
+        assert row["artifact"] == f"models/{row['model']}{suffix}" and measured["precision"] == row["precision"]
         assert row["accuracy"]["test_top1"] == measured["test_top1"]
         assert row["accuracy_source"]["measured"] == "artifact" and row["accuracy_source"]["images"] == 64
     fp32 = bench_bundle(bundle, "onnxruntime", ["student"], 1, QUICK, memory=False, precision="fp32")["results"][0]
@@ -109,10 +112,23 @@ def test_edgedistill_bench_reports_int8_rows_with_their_accuracy(int8_bundle: Pa
                       "--min-time", "0", "--repeats", "1", "--warmup-runs", "1", "--warmup-time", "0", "--no-plot",
                       "--out", str(tmp_path / "report"), "--json"])
     assert result.exit_code == 0, result.stderr
-    row = json.loads(result.stdout)["documents"][0]["results"][0]
-    assert row["precision"] == "int8" and row["accuracy_source"]["measured"] == "artifact"
+    report = json.loads(result.stdout)
+    rows = {row["precision"]: row for row in report["documents"][0]["results"]}
+    assert set(rows) == {"fp32", "int8"}  # the fp32 reference and the int8 model, timed side by side in one run
+    assert rows["int8"]["artifact"].endswith(".int8.onnx") and rows["fp32"]["artifact"] == "models/student.onnx"
+    assert all(row["accuracy_source"]["measured"] == "artifact" for row in rows.values())
     markdown = next((tmp_path / "report").glob("*/report.md")).read_text()
-    assert "| int8 |" in markdown and "measured by edgedistill export" in markdown
+    assert "| int8 |" in markdown and "| fp32 |" in markdown and "measured by edgedistill export" in markdown
+
+
+def test_student_and_teacher_are_compared_at_each_precision(int8_bundle: Path, tmp_path: Path) -> None:
+    result = run_cli(["bench", str(int8_bundle), "--backend", "onnxruntime", "--no-memory", "--runs", "3", "--min-time", "0",
+                      "--repeats", "1", "--warmup-runs", "1", "--warmup-time", "0", "--out", str(tmp_path / "report"), "--json"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["documents"][0]["results"]) == 4  # student and teacher, fp32 and int8, one interleaved run
+    assert sorted(c["backend"] for c in report["comparisons"]) == ["onnxruntime", "onnxruntime int8"]
+    assert next((tmp_path / "report").glob("*/accuracy-latency.png")).stat().st_size > 0
 
 
 def test_the_device_runner_times_the_int8_model_without_torch(int8_bundle: Path) -> None:
@@ -124,8 +140,10 @@ def test_the_device_runner_times_the_int8_model_without_torch(int8_bundle: Path)
     done = subprocess.run([sys.executable, "-c", code], cwd=int8_bundle, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "LEAKED []" in done.stdout, done.stdout
-    row = json.loads((int8_bundle / "results" / "test.json").read_text())["results"][0]
-    assert row["precision"] == "int8" and row["artifact"] == "models/student.int8.onnx"
+    rows = {r["precision"]: r for r in json.loads((int8_bundle / "results" / "test.json").read_text())["results"]}
+    assert set(rows) == {"fp32", "int8"}  # the device times the int8 model beside its fp32 reference too
+    row = rows["int8"]
+    assert row["artifact"] == "models/student.int8.onnx"
     assert row["accuracy_source"]["measured"] == "artifact"
 
 
@@ -234,10 +252,13 @@ def test_bench_import_puts_the_devices_own_top1_on_the_rows_of_that_artifact(int
                       "--out", str(tmp_path / "report"), "--json"])
     assert result.exit_code == 0, result.stderr
     rows = [r for d in json.loads(result.stdout)["documents"] for r in d["results"]]
-    assert {r["artifact"] for r in rows} == set(device)
+    assert set(device) == {r["artifact"] for r in rows if r["precision"] == "int8"}  # eval measured the bundle's int8 models
     for row in rows:
-        assert row["accuracy"]["test_top1"] == device[row["artifact"]]
-        assert row["accuracy_source"]["by"] == "deploy.run eval" and row["accuracy_source"]["images"] == 50
+        if row["artifact"] in device:
+            assert row["accuracy"]["test_top1"] == device[row["artifact"]]
+            assert row["accuracy_source"]["by"] == "deploy.run eval" and row["accuracy_source"]["images"] == 50
+        else:  # the fp32 rows keep the figure export measured on them
+            assert row["accuracy_source"]["measured"] == "artifact" and "by" not in row["accuracy_source"]
     markdown = next((tmp_path / "report").glob("*/report.md")).read_text()
     assert "measured by deploy.run eval on the bundle's test subset" in markdown
     # an evaluation of another bundle sits beside no row: an error, not a figure silently dropped

@@ -67,6 +67,9 @@ class DeviceBackend:
     artifact: Callable[["Bundle", str, Optional[str]], Path]
     """The file this backend runs for a model of a bundle (precision: for engines built per precision)."""
     precision: Callable[["Bundle", Path], Optional[str]] = lambda bundle, path: "fp32"
+    side_by_side: Callable[["Bundle", str], List[Optional[str]]] = lambda bundle, model: [None]
+    """The precisions a bench times for a model, side by side in one run, when none is asked for
+    (onnxruntime: fp32 and the int8 model of an int8 bundle); None: the bundle's one artifact."""
     has_arena: bool = False
     """Whether the memory figures are taken with the arena off and on (onnxruntime)."""
     env: Callable[[int, RunOptions], Dict[str, str]] = field(default=lambda threads, options: {})

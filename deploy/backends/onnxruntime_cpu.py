@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import numpy as np
 
@@ -75,6 +75,12 @@ def _precision(bundle: "Bundle", path: Path) -> Optional[str]:
     return "fp32"
 
 
+def _side_by_side(bundle: "Bundle", model: str) -> List[Optional[str]]:
+    """fp32 and, in a quantized bundle, the quantized model: the comparison a user of int8 needs."""
+    spec = _quantized(bundle, model)
+    return ["fp32", str(spec.get("precision", "int8"))] if spec else ["fp32"]
+
+
 BACKEND = register(DeviceBackend(
     name="onnxruntime",
     description="onnxruntime on the CPU (the ONNX file is the artifact)",
@@ -84,5 +90,6 @@ BACKEND = register(DeviceBackend(
     open=lambda path, threads, options: OnnxRuntimeRunner(path, threads, arena=options.arena),
     artifact=_artifact,
     precision=_precision,
+    side_by_side=_side_by_side,
     has_arena=True,
 ))

@@ -115,8 +115,10 @@ def compare_documents(documents: list[dict[str, Any]]) -> list[Comparison]:
     comparisons = []
     for document in documents:
         by_backend: dict[str, dict[str, dict[str, Any]]] = {}
-        for result in document["results"]:
-            by_backend.setdefault(result["backend"], {})[result["model"]] = result
+        for result in document["results"]:  # student vs teacher at the same precision (fp32 and int8 side by side)
+            precision = result.get("precision")
+            backend = result["backend"] if precision in (None, "fp32") else f"{result['backend']} {precision}"
+            by_backend.setdefault(backend, {})[result["model"]] = result
         for backend, pair in by_backend.items():
             if not {"student", "teacher"} <= pair.keys():
                 continue
