@@ -74,6 +74,23 @@ def test_an_interrupted_tuning_run_commits_nothing(tmp_path: Path, monkeypatch: 
     assert tuning.read_meta(db) is None
 
 
+def test_tuning_survives_an_unnamed_handler_on_metaschedules_logger(tmp_path: Path) -> None:
+    """MetaSchedule's logging setup lists its logger's handlers by name; an unnamed one (seen on a
+    fresh machine) made every later tuning run fail with "'NoneType' object has no attribute 'format'"."""
+    import logging
+
+    from edgedistill.backends.tvm.compile import compile_onnx
+
+    stray = logging.StreamHandler()
+    logging.getLogger(tuning.MS_LOGGER).addHandler(stray)
+    try:
+        artifact = compile_onnx(tiny_onnx(tmp_path / "tiny.onnx"), load_target("host"), tmp_path / "m.so", input_name="input",
+                                input_shape=SHAPE, tune_trials=2, tuning_dir=tmp_path / "db")
+    finally:
+        logging.getLogger(tuning.MS_LOGGER).removeHandler(stray)
+    assert artifact.tuned_trials == 2 and not artifact.tuning_reused
+
+
 # -- bad input: bounded time, one line -------------------------------------------------------------
 
 

@@ -395,6 +395,18 @@ def _search(per_task: int) -> Any:
     return ms.search_strategy.EvolutionarySearch(population_size=128, genetic_num_iters=2)
 
 
+MS_LOGGER = "tvm.s_tir.meta_schedule"
+
+
+def _drop_unnamed_handlers(logger: logging.Logger) -> None:
+    """Take unnamed handlers off MetaSchedule's logger. Its logging setup (a dictConfig that
+    replaces the logger's handlers anyway) lists the handlers already there by name and fails with
+    "'NoneType' object has no attribute 'format'" on one without: seen on a fresh machine, where
+    something had attached one before a later tuning run in the same process."""
+    for handler in [h for h in logger.handlers if h.get_name() is None]:
+        logger.removeHandler(handler)
+
+
 def _tune(tasks: list[Any], needs: list[int], total: int, target: Any, work_dir: Path, report: Progress,
           board: BoardRunner | None, linker: str | None) -> None:
     """Run MetaSchedule on ``tasks`` (each at most its ``needs``, ``total`` in all) into a fresh JSONDatabase in ``work_dir``."""
@@ -402,7 +414,9 @@ def _tune(tasks: list[Any], needs: list[int], total: int, target: Any, work_dir:
 
     _fast_tensor_intrin()
     # MetaSchedule prints big tables at INFO to stdout; keep them in work_dir/logs only.
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    ms_logger = logging.getLogger(MS_LOGGER)
+    ms_logger.setLevel(logging.WARNING)
+    _drop_unnamed_handlers(ms_logger)
     per_task = max(needs)
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(tasks, str(work_dir), strategy=_search(per_task))
     ms.tune.tune_tasks(
