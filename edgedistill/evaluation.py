@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,7 +32,7 @@ class EvalResult:
         return asdict(self)
 
 
-def _run_split_settings(checkpoint_path: Path) -> dict:
+def run_split_settings(checkpoint_path: Path) -> dict:
     """How the run carved its validation split (from its config.yaml), so ``--split val`` is that split."""
     for folder in (checkpoint_path.parent, checkpoint_path.parent.parent):
         if (folder / "config.yaml").is_file():
@@ -41,6 +42,29 @@ def _run_split_settings(checkpoint_path: Path) -> dict:
         f"--split val needs the run's config.yaml next to {checkpoint_path.name}, to carve the same validation split",
         "evaluate the checkpoint inside its run directory, or use --split test",
     )
+
+
+WHOLE_SPLITS = {"val_size": 0, "seed": 0, "limit": None}
+"""Carving that leaves the dataset's own test split whole (no validation images taken from train)."""
+
+
+def checkpoint_split(data: dict, split: str, data_dir: str | None, carving: dict, limit: int | None = None) -> tuple[Any, Any]:
+    """The ``split`` ("test", "val") of the dataset a checkpoint was trained on (``data``, its
+    DataSpec as a dict), carved as ``carving``, its first ``limit`` images; and the dataset's spec.
+    A dataset that does not match the checkpoint, or an empty split, is a DataError."""
+    splits = load_dataset(data["name"], data_dir, image_size=int(data["image_size"]), **carving)
+    if splits.spec.in_channels != int(data["in_channels"]) or splits.spec.num_classes != int(data["num_classes"]):
+        raise DataError(
+            f"{data['name']} does not match the checkpoint ({data['in_channels']} channels, {data['num_classes']} classes)",
+            "use the dataset the network was trained on (check --data-dir)",
+        )
+    dataset = getattr(splits, split)
+    if limit is not None:
+        dataset = dataset.subset(torch.arange(min(limit, len(dataset))))
+    if not len(dataset):
+        raise DataError(f"the {split} split of {data['name']} is empty: nothing to evaluate",
+                        "use --split test" if split == "val" else "check the dataset files")
+    return dataset, splits.spec
 
 
 def evaluate_checkpoint(
@@ -60,20 +84,9 @@ def evaluate_checkpoint(
     checkpoint = load_model_checkpoint(checkpoint_path)
     model = checkpoint.build(torch_device)
     data = checkpoint.data
-    carving = _run_split_settings(checkpoint_path) if split == "val" else {"val_size": 0, "seed": 0, "limit": None}
-    splits = load_dataset(data["name"], data_dir, image_size=int(data["image_size"]), **carving)
-    if splits.spec.in_channels != int(data["in_channels"]) or splits.spec.num_classes != int(data["num_classes"]):
-        raise DataError(
-            f"{data['name']} does not match the checkpoint ({data['in_channels']} channels, {data['num_classes']} classes)",
-            "evaluate on the dataset the network was trained on",
-        )
-    dataset = getattr(splits, split)
-    if limit is not None:
-        dataset = dataset.subset(torch.arange(min(limit, len(dataset))))
-    if not len(dataset):
-        raise DataError(f"the {split} split of {data['name']} is empty: nothing to evaluate",
-                        "use --split test" if split == "val" else "check the dataset files")
-    batches = BatchLoader(dataset, batch_size, BatchTransform(splits.spec, train=False), device=torch_device)
+    carving = run_split_settings(checkpoint_path) if split == "val" else WHOLE_SPLITS
+    dataset, spec = checkpoint_split(data, split, data_dir, carving, limit)
+    batches = BatchLoader(dataset, batch_size, BatchTransform(spec, train=False), device=torch_device)
     accuracy = top1(lambda x: {"net": model(x)}, batches, Runtime(torch_device))["net"]
     cost = complexity(model, (1, *checkpoint.input_shape))
     return EvalResult(

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgedistill.errors import DataError, EdgeDistillError
+from edgedistill.errors import EdgeDistillError
 
 Run = Callable[[np.ndarray], np.ndarray]
 CHUNK = 256
@@ -51,30 +51,24 @@ def measured_on() -> str:
 def run_test_split(checkpoint: Any, data_dir: str | None, limit: int | None) -> TestSplit:
     """The test split the checkpoint's run was tested on (its first ``limit`` images, when given).
 
-    Raises DataError when the dataset cannot be read here.
+    Raises DataError when the dataset cannot be read here or does not match the checkpoint.
     """
     import torch
 
-    from edgedistill.data import DataSpec, load_dataset
-    from edgedistill.evaluation import _run_split_settings
+    from edgedistill.data import DataSpec
+    from edgedistill.evaluation import WHOLE_SPLITS, checkpoint_split, run_split_settings
 
     data = checkpoint.data
     try:
-        carving = _run_split_settings(Path(checkpoint.source))
+        carving = run_split_settings(Path(checkpoint.source))
         whose = "the run's split"
     except (EdgeDistillError, OSError, TypeError):  # a lone .pt, or an in-memory reference: the whole test split
-        carving = {"val_size": 0, "seed": 0, "limit": None}
+        carving = WHOLE_SPLITS
         whose = "the whole split: no run config next to the checkpoint"
-    splits = load_dataset(data["name"], data_dir, image_size=int(data["image_size"]), **carving)
-    if splits.spec.in_channels != int(data["in_channels"]) or splits.spec.num_classes != int(data["num_classes"]):
-        raise DataError(f"{data['name']} on this machine does not match the checkpoint "
-                        f"({data['in_channels']} channels, {data['num_classes']} classes)", "check --data-dir")
-    dataset = splits.test
+    dataset, _ = checkpoint_split(data, "test", data_dir, carving)
     if limit is not None and limit < len(dataset):
         dataset = dataset.subset(torch.arange(limit))
         whose = f"the first {limit} of the run's split" if whose == "the run's split" else f"the first {limit}"
-    if not len(dataset):
-        raise DataError(f"the test split of {data['name']} is empty", "check the dataset files")
     spec = DataSpec(**{**data, "mean": tuple(data["mean"]), "std": tuple(data["std"]),
                        "class_names": tuple(data["class_names"])})
     return TestSplit(dataset, spec, f"{data['name']} test ({len(dataset)} images, {whose})", whose == "the run's split",
