@@ -66,7 +66,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -440,22 +440,14 @@ def check_board(board: BoardRunner, arch: str) -> BoardRunner:
 
     Returns ``board`` with ``emulated`` set from what the board says of itself.
     """
-    import dataclasses
-
-    from edgedistill.bench.rpc import RPCError, registered_boards, request_board, tracker_summary
+    from edgedistill.bench.rpc import RPCError, request_board, require_registered
 
     host, port = board.tracker
-    try:
-        summary = tracker_summary(board.tracker)
+    try:  # the tracker answers and knows the key: in seconds, with the registered keys when it does not
+        require_registered(board.tracker, board.key)
     except RPCError as err:
         raise ToolchainError(f"cannot tune through the RPC tracker: {err.message}",
-                             "check --rpc-tracker HOST:PORT (is the tracker running and reachable?)") from None
-    if not registered_boards(summary, board.key):
-        keys = sorted({s["key"].split(":", 1)[1] for s in summary.get("server_info", []) if s.get("key", "").startswith("server:")})
-        raise ToolchainError(
-            f"cannot tune: no board is registered under key '{board.key}' at tracker {host}:{port}",
-            f"registered keys: {', '.join(keys) or 'none'}; on the board run "
-            f"`python3 -m deploy.rpc_server --tracker {host}:{port} --key {board.key}`")
+                             err.hint or "check --rpc-tracker HOST:PORT (is the tracker running and reachable?)") from None
     try:
         with request_board(board.tracker, board.key, wait_s=board.check_wait_s, session_timeout_s=60.0,
                            connect_timeout_s=15.0) as session:
@@ -466,7 +458,7 @@ def check_board(board: BoardRunner, arch: str) -> BoardRunner:
     if machine is not None and machine != arch:
         raise ToolchainError(f"cannot tune: board '{board.key}' at tracker {host}:{port} is {machine}, the target is {arch}",
                              "pass the key of a board of the target's architecture")
-    return dataclasses.replace(board, emulated=emulated)
+    return replace(board, emulated=emulated)
 
 
 # -- tuning and applying ---------------------------------------------------------------------------
@@ -518,9 +510,7 @@ def apply_tuning(
         generation = meta["generation"]
         with _load_database(db_dir / generation):  # the current database: the pipeline opens no other
             tuned = relax.get_pipeline("static_shape_tuning", total_trials=0, target=target, work_dir=str(db_dir / generation))(mod)
-    import dataclasses
-
-    return tuned, dataclasses.replace(result, generation=generation, seconds=time.perf_counter() - start)
+    return tuned, replace(result, generation=generation, seconds=time.perf_counter() - start)
 
 
 def _target_record(target: Any) -> Any:
