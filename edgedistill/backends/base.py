@@ -39,6 +39,8 @@ class BuildContext:
     """The precision this bundle is exported at (--precision, else the backend's default for the target)."""
     calibration: Samples | None = None
     """The real training images int8 is calibrated on (loaded by export when the precision is int8)."""
+    state: dict[str, Any] = field(default_factory=dict)
+    """What a backend's ``prepare`` settles once per bundle for its ``compile`` (e.g. the board TVM tunes through)."""
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,6 @@ def tuning_budget(options: Any, target: Target) -> tuple[int, str]:
     return target.tune_trials, f"the default of target {target.name} ([tvm] tune_trials)"
 
 
-_BOARD = "_tvm_tuning_board"  # the BuildContext attribute that carries the board checked by _prepare
-
-
 def _tuning_board(options: Any, target: Target, trials: int) -> Any:
     """The board to tune through (--rpc-tracker/--rpc-key), checked: free, reachable, the target's arch; or None."""
     from edgedistill.backends.tvm.tuning import BoardRunner, check_board
@@ -61,7 +58,7 @@ def _prepare(ctx: BuildContext, _first_source: Any) -> None:
     """Before any model: settle the tuning budget and check the board to tune through (seconds, one error line)."""
     trials, source = tuning_budget(ctx.options, ctx.target)
     board = _tuning_board(ctx.options, ctx.target, trials)
-    setattr(ctx, _BOARD, board)
+    ctx.state["tvm_tuning"] = (trials, board)
     if trials == 0:
         ctx.notes.append("tvm: the TVM code is untuned (TVM 0.27 has no CPU schedules of its own: plain loops, many times "
                          "slower than onnxruntime); export with --tune-trials N to tune it")
@@ -80,8 +77,7 @@ def _compile(ctx: BuildContext, job: CompileJob) -> tuple[dict[str, Any], int]:
     from edgedistill.export.targets import host_can_run
 
     options, target = ctx.options, ctx.target
-    budget, _ = tuning_budget(options, target)
-    board = getattr(ctx, _BOARD) if hasattr(ctx, _BOARD) else _tuning_board(options, target, budget)
+    budget, board = ctx.state["tvm_tuning"]  # settled by _prepare, before any model
     trials = f", tuning {budget} trials" + (f" on {board.describe()}" if board else "") if budget else " (untuned)"
     ctx.report(f"{job.role}: compiling with TVM for {target.name}{trials}")
     artifact = compile_onnx(
