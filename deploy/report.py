@@ -114,16 +114,28 @@ def accuracy_notes(documents: Sequence[Dict[str, Any]]) -> List[str]:
     return found
 
 
+def student_teacher_pairs(document: Dict[str, Any]) -> Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """(student row, teacher row) per backend and precision, as a label: "onnxruntime", "onnxruntime int8"
+    (an int8 bundle's fp32 and int8 models are timed side by side; each is compared at its precision)."""
+    rows: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for result in document["results"]:
+        precision = result.get("precision")
+        label = result["backend"] if precision in (None, "fp32") else f"{result['backend']} {precision}"
+        rows.setdefault(label, {})[result["model"]] = result
+    return {label: (pair["student"], pair["teacher"]) for label, pair in rows.items() if {"student", "teacher"} <= pair.keys()}
+
+
 def format_table(document: Dict[str, Any]) -> str:
     """The results as aligned columns, then the teacher/student speed-up and warnings."""
     headers, rows = latency_table([document], show_where=False)
     text = [headers] + [["-" if cell is None else cell for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in text) for i in range(len(headers))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in text]
-    by_model = {result["model"]: result for result in document["results"]}
-    if "student" in by_model and "teacher" in by_model:
-        ratio = by_model["teacher"]["latency_ms"]["median"] / by_model["student"]["latency_ms"]["median"]
-        lines.append(f"speed-up of the student over the teacher (median latency): {ratio:.2f}x")
+    pairs = student_teacher_pairs(document)
+    for label, (student, teacher) in pairs.items():
+        ratio = teacher["latency_ms"]["median"] / student["latency_ms"]["median"]
+        at = f" ({label})" if len(pairs) > 1 else ""
+        lines.append(f"speed-up of the student over the teacher{at} (median latency): {ratio:.2f}x")
     env = document["environment"]
     lines.append(f"on {env['hostname']} ({env['machine']}, {env['cpu_model']}), governor {env['governor']}, {env['temperature_c']} °C")
     lines += [f"note: {note}" for note in accuracy_notes([document])]

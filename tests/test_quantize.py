@@ -17,6 +17,7 @@ from cli_helpers import assert_one_error, files_under, run_cli
 from deploy.bench import bench_bundle
 from deploy.manifest import Bundle, load_manifest, verify_files
 from deploy.measure import MeasureConfig
+from deploy.report import format_table
 from edgedistill.export.accuracy import drop_flags
 from edgedistill.export.pipeline import ExportOptions, export_bundle
 from edgedistill.export.quantize import recommended_settings
@@ -128,6 +129,8 @@ def test_student_and_teacher_are_compared_at_each_precision(int8_bundle: Path, t
     report = json.loads(result.stdout)
     assert len(report["documents"][0]["results"]) == 4  # student and teacher, fp32 and int8, one interleaved run
     assert sorted(c["backend"] for c in report["comparisons"]) == ["onnxruntime", "onnxruntime int8"]
+    table = format_table(report["documents"][0])  # the device runner's table pairs them the same way
+    assert "student over the teacher (onnxruntime) " in table and "student over the teacher (onnxruntime int8) " in table
     assert next((tmp_path / "report").glob("*/accuracy-latency.png")).stat().st_size > 0
 
 

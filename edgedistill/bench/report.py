@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import BENCH_FORMAT
-from deploy.report import accuracy_notes, latency_table, warnings, where
+from deploy.report import accuracy_notes, latency_table, student_teacher_pairs, warnings, where
 from deploy.atomic import current_umask
 from edgedistill.errors import EdgeDistillError
 
@@ -114,15 +114,7 @@ def _top1(result: dict[str, Any]) -> float | None:
 def compare_documents(documents: list[dict[str, Any]]) -> list[Comparison]:
     comparisons = []
     for document in documents:
-        by_backend: dict[str, dict[str, dict[str, Any]]] = {}
-        for result in document["results"]:  # student vs teacher at the same precision (fp32 and int8 side by side)
-            precision = result.get("precision")
-            backend = result["backend"] if precision in (None, "fp32") else f"{result['backend']} {precision}"
-            by_backend.setdefault(backend, {})[result["model"]] = result
-        for backend, pair in by_backend.items():
-            if not {"student", "teacher"} <= pair.keys():
-                continue
-            s, t = pair["student"], pair["teacher"]
+        for backend, (s, t) in student_teacher_pairs(document).items():
             speedup = t["latency_ms"]["median"] / s["latency_ms"]["median"]
             macs = _ratio(t.get("macs"), s.get("macs"))
             s_mem, t_mem = s.get("memory") or {}, t.get("memory") or {}
