@@ -77,6 +77,9 @@ def test_an_interrupted_demo_is_continued_by_the_same_command(tmp_path: Path, mo
     assert "error: demo interrupted during export" in result.stderr
     assert "continue it with the same command: edgedistill demo --out demo --backend onnxruntime --limit 64" in result.stderr
     assert json.loads((tmp_path / "demo" / "demo.json").read_text())["finished"] is False
+    tuned = run_cli([*args, "--tune-trials", "8"], cwd=tmp_path)  # the command to continue keeps the tuning budget
+    assert "continue it with the same command: edgedistill demo --out demo --backend onnxruntime --limit 64 --tune-trials 8" \
+        in tuned.stderr
     # another demo's settings: refused, naming the command that continues this one
     other = run_cli(["demo", "--out", "demo", "--kind", "depthwise"], cwd=tmp_path)
     assert_one_error(other, "interrupted demo started with other settings", "--kind shift",
@@ -84,7 +87,7 @@ def test_an_interrupted_demo_is_continued_by_the_same_command(tmp_path: Path, mo
     stages.stop_at = None
     result = run_cli(args, cwd=tmp_path)
     assert result.exit_code == 0, result.output
-    assert stages.calls == ["train", "export", "train", "export", "bench"]
+    assert stages.calls == ["train", "export", "train", "export", "train", "export", "bench"]
     assert json.loads((tmp_path / "demo" / "demo.json").read_text())["finished"] is True
     before = files_under(tmp_path)
     assert_one_error(run_cli(args, cwd=tmp_path), "already exists: it holds a finished demo")

@@ -62,7 +62,7 @@ def demo_command(
 
     root = Path(out)
     settings = {"method": method, "kind": kind, "epochs": epochs, "target": target, "backend": backend, "limit": limit}
-    again = _command(root, settings, threads, quick)
+    again = _command(root, settings, threads, tune_trials, quick)
     cfg = TrainConfig(method=method, kind=kind, epochs=epochs, threads=threads, limit=limit, out=str(root / "run"))
     cfg.validate()  # every bad setting fails here, before anything is written
     check_networks(cfg)
@@ -95,7 +95,7 @@ def demo_command(
     _write_marker(root, settings, finished=True)
 
 
-def _command(root: Path, settings: dict[str, Any], threads: int | None, quick: bool) -> str:
+def _command(root: Path, settings: dict[str, Any], threads: int | None, tune_trials: int, quick: bool) -> str:
     """The command line that repeats this demo (defaults left out)."""
     words = ["edgedistill", "demo", "--out", str(root)]
     for key, value in settings.items():
@@ -103,6 +103,8 @@ def _command(root: Path, settings: dict[str, Any], threads: int | None, quick: b
             words += [f"--{key}", str(value)]
     if threads:
         words += ["--threads", str(threads)]
+    if tune_trials:
+        words += ["--tune-trials", str(tune_trials)]
     if quick:
         words.append("--quick")
     return " ".join(words)
@@ -134,7 +136,7 @@ def _check_out(root: Path, settings: dict[str, Any], again: str) -> dict[str, An
     saved = {**DEFAULTS, **(data.get("settings") or {})}
     changed = [key for key in settings if saved.get(key) != settings[key]]
     if changed:
-        started = _command(root, {k: saved.get(k) for k in DEFAULTS}, None, False)
+        started = _command(root, {k: saved.get(k) for k in DEFAULTS}, None, 0, False)
         found = ", ".join(f"--{k} {saved.get(k)}" for k in changed)
         raise EdgeDistillError(
             f"{root} holds an interrupted demo started with other settings ({found})",
