@@ -90,6 +90,24 @@ def test_auto_times_each_form_keeps_the_fastest_and_caches_the_choice(
     assert not list(Path(first.bundle).rglob("*lowering*"))  # the candidates' scratch files are gone
 
 
+def test_tvm_times_its_own_forms_while_the_graph_keeps_onnxruntimes(
+        mutual_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    summary = export_bundle(mutual_run, ExportOptions(out=str(tmp_path / "b"), backend="tvm", models=("student",),
+                                                      parity_samples=4, eval_limit=0))
+    entry = load_manifest(Path(summary.bundle))["models"]["student"]
+    graph, library = entry["lowering"], entry["artifacts"]["tvm"]["lowering"]
+    assert graph["how"].startswith("measured on this machine with onnxruntime")
+    assert library["how"].startswith("measured on this machine with TVM (untuned)")
+    times = library["candidates_median_ms"]
+    assert set(times) == {"trained", "onehot", "folded"} and library["form"] == min(times, key=times.get)
+    assert entry["artifacts"]["tvm"]["executed_macs"] >= entry["macs"]
+    assert all(p["passed"] for p in entry["parity"])  # the library, whatever its form, matches the graph
+    assert summary.models[0].lowering.startswith(graph["form"])
+    assert not [p for p in Path(summary.bundle).rglob("*") if p.name.startswith((".tvm-form-", ".lowering-"))]
+    assert len(list((tmp_path / "cache" / "edgedistill" / "lowering").glob("*.json"))) == 2  # one choice per backend
+
+
 def test_a_target_that_cannot_run_here_gets_the_default_and_says_so(mutual_run: Path, tmp_path: Path) -> None:
     summary = export_bundle(mutual_run, ExportOptions(target="rpi4", backend="onnxruntime", out=str(tmp_path / "b"),
                                                       models=("student",), parity_samples=4))

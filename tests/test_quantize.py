@@ -67,6 +67,9 @@ def test_an_int8_bundle_ships_a_calibrated_qdq_model_beside_the_fp32_reference(i
         int8_parity = [p for p in entry["parity"] if p["candidate"] == "onnxruntime int8"]
         assert len(int8_parity) == 1 and int8_parity[0]["atol"] == 0.5  # judged with the int8 tolerance
         assert entry["parity"][0]["passed"]  # ... and the fp32 ONNX with the fp32 one, as before
+    # the student's form was timed quantized: which form is fastest can change with precision
+    assert manifest["models"]["student"]["lowering"]["how"].endswith(", int8") or \
+        ", int8, " in manifest["models"]["student"]["lowering"]["how"]
 
 
 def test_every_artifact_has_its_own_measured_top1_and_the_int8_one_its_drop(int8_bundle: Path) -> None:
@@ -196,6 +199,8 @@ def test_tensorrt_takes_the_precision_flag(mutual_run: Path, tmp_path: Path) -> 
     assert manifest["precision"] == "int8" and trt["precision"] == "int8" and trt["engine"] == "models/student.int8.engine"
     assert np.load(Path(summary.bundle) / manifest["calibration"]["path"]).shape[0] == 16
     assert list(manifest["models"]["student"]["artifact_accuracy"]) == ["models/student.onnx"]
+    assert manifest["models"]["student"]["lowering"]["how"].startswith(
+        "not measured (the tensorrt backend builds its code on the device)")
 
 
 @pytest.mark.parametrize(("args", "needles"), [

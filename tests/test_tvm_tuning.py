@@ -108,7 +108,8 @@ def _export(run: Path, tmp_path: Path, *args: str):  # noqa: ANN202
 @pytest.mark.parametrize(("args", "message"), [
     (["--rpc-tracker", "127.0.0.1:9190"], "--rpc-tracker needs --rpc-key"),
     (["--rpc-key", "rpi4"], "--rpc-key needs --rpc-tracker"),
-    (["--rpc-tracker", "127.0.0.1:9190", "--rpc-key", "rpi4", "--tune-trials", "0"], "used by export only to tune"),
+    (["--rpc-tracker", "127.0.0.1:9190", "--rpc-key", "rpi4", "--tune-trials", "0", "--lowering", "trained"],
+     "neither was asked for"),
     (["--rpc-tracker", "nonsense", "--rpc-key", "rpi4", "--tune-trials", "4"], "HOST:PORT"),
 ])
 def test_tracker_flags_without_what_they_need_are_refused(mutual_run: Path, tmp_path: Path, args: list[str], message: str) -> None:

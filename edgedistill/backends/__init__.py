@@ -5,6 +5,8 @@ from edgedistill.backends.base import (  # noqa: F401 - the package's API
     HOST_BACKENDS,
     BuildContext,
     CompileJob,
+    FormCandidates,
+    FormTimer,
     HostBackend,
     LocalArtifact,
     backend_names,

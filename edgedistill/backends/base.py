@@ -64,8 +64,40 @@ class CompileJob:
     ort_outputs: np.ndarray
     samples: Samples
     parity: list[ParityReport]
+    form: str = "trained"
+    """The form of the cheap layers in ``onnx_path`` (:mod:`edgedistill.export.lowering`)."""
+    model: Any = None
+    """The network as trained (PyTorch), for a backend that picks its own form of the cheap layers (``graph_form_by``)."""
+    spec: dict[str, Any] = field(default_factory=dict)
+    """Its ModelSpec as a dict (keys the cached form choices)."""
+    reference: np.ndarray | None = None
+    """PyTorch's outputs on the parity samples."""
     evaluate: list[LocalArtifact] = field(default_factory=list)
     """Artifacts the backend made that run here (the fp32 ONNX is measured anyway): their top-1 is measured."""
+
+
+@dataclass
+class FormCandidates:
+    """The forms of one network's cheap layers that passed parity (:mod:`edgedistill.export.form_choice`),
+    each exported to ONNX in ``workdir`` (removed once the choice is made), for a backend to time."""
+
+    role: str
+    onnx: dict[str, Path]
+    shape: tuple[int, ...]
+    inputs: np.ndarray
+    """One batch to time with."""
+    workdir: Path
+
+
+@dataclass(frozen=True)
+class FormTimer:
+    """How a backend times candidate forms of a network with the code it ships, where that code runs."""
+
+    facts: Callable[[BuildContext], tuple[dict[str, Any] | None, str]]
+    """What a measured choice depends on besides the graph (runtime version, threads, precision, tuning,
+    board), which keys the cache of choices; or (None, why) when the target cannot be timed from here."""
+    time: Callable[[BuildContext, FormCandidates], tuple[dict[str, float], str]]
+    """Each candidate's median latency in ms, timed interleaved, and how it was measured."""
 
 
 def _nothing_to_compile(_ctx: BuildContext, _job: CompileJob) -> tuple[dict[str, Any], int | None]:
@@ -93,6 +125,12 @@ class HostBackend:
     """What ``--precision`` may ask of this backend; anything else is refused up front."""
     refused_precisions: Mapping[str, str] = field(default_factory=dict)
     """precision -> why this backend does not offer it (the error names what can)."""
+    graph_form_by: str | None = None
+    """The backend whose timer picks the form of the bundle's ONNX graph when not this one: TVM ships the
+    graph for onnxruntime (its form chosen by onnxruntime) and picks its own form for its library."""
+    form_timer: FormTimer | None = None
+    """Times the candidate forms of the cheap layers for ``--lowering auto``; None: this backend cannot
+    (its code is built on the device), and the form measured best so far is shipped, labelled as such."""
     runs_here: Callable[[Bundle], tuple[bool, str, str]] = lambda bundle: (True, "", "")
     """Whether bench can run the bundle's artifacts on this machine: (ok, what stops it, what to do)."""
 

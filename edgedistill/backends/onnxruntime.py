@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgedistill.backends.base import BuildContext, CompileJob, HostBackend, LocalArtifact, register
+from edgedistill.backends.base import BuildContext, CompileJob, FormCandidates, FormTimer, HostBackend, LocalArtifact, register
 
 if TYPE_CHECKING:
     from edgedistill.export.sources import ModelSource
     from edgedistill.export.targets import Target
 
 PRECISIONS = ("fp32", "int8")
+TIMING_CALIBRATION = 16
+"""Calibration images an int8 candidate form is quantized with for timing (latency does not depend on the scales)."""
 
 
 def _default_precision(target: Target) -> str:
@@ -68,6 +70,54 @@ def _compile(ctx: BuildContext, job: CompileJob) -> tuple[dict[str, Any], int | 
     return {"onnxruntime": entry}, out.stat().st_size
 
 
+def _threads(ctx: BuildContext) -> int:
+    from deploy.env import usable_cores
+
+    return min(ctx.target.threads, usable_cores())
+
+
+def _form_facts(ctx: BuildContext) -> tuple[dict[str, Any] | None, str]:
+    import onnxruntime
+
+    from edgedistill.export.targets import host_can_run
+
+    can_run, why = host_can_run(ctx.target)
+    if not can_run:
+        return None, f"{why}; the onnxruntime forms are timed on this machine only"
+    facts: dict[str, Any] = {"onnxruntime": onnxruntime.__version__, "threads": _threads(ctx), "precision": ctx.precision}
+    if ctx.precision == "int8":
+        facts["calibration_method"] = ctx.options.calibration_method
+    return facts, ""
+
+
+def _time_forms(ctx: BuildContext, candidates: FormCandidates) -> tuple[dict[str, float], str]:
+    """Interleaved onnxruntime latency of each form, at the bundle's precision: an int8 bundle times the
+    forms quantized (which form is fastest can change with precision)."""
+    import functools
+
+    from deploy.backends.onnxruntime_cpu import OnnxRuntimeRunner
+    from deploy.measure import MeasureConfig, interleaved
+
+    paths = dict(candidates.onnx)
+    if ctx.precision == "int8":
+        from edgedistill.export import onnx_export
+        from edgedistill.export.quantize import quantize_onnx, recommended_settings
+
+        assert ctx.calibration is not None, "export loads the calibration set for int8"
+        settings = recommended_settings(ctx.target, ctx.options.calibration_method)
+        for form, path in candidates.onnx.items():
+            ctx.report(f"{candidates.role}: quantizing the {form} form to time it in int8")
+            paths[form] = candidates.workdir / f"{form}.int8.onnx"
+            quantize_onnx(path, paths[form], ctx.calibration.inputs[:TIMING_CALIBRATION], onnx_export.INPUT_NAME,
+                          candidates.shape[0], settings)
+    threads = _threads(ctx)
+    runners = {form: OnnxRuntimeRunner(path, threads=threads) for form, path in paths.items()}
+    ctx.report(f"{candidates.role}: timing {', '.join(runners)} with onnxruntime ({threads} threads, {ctx.precision})")
+    stats = interleaved({form: functools.partial(r.run, candidates.inputs) for form, r in runners.items()}, MeasureConfig.quick())
+    how = f"measured on this machine with onnxruntime, {threads} threads" + (", int8" if ctx.precision == "int8" else "")
+    return {form: s.median_ms for form, s in stats.items()}, how
+
+
 BACKEND = register(HostBackend(
     name="onnxruntime",
     summary="the verified ONNX file (fp32, or int8 quantized by onnxruntime), run by onnxruntime on the CPU",
@@ -75,6 +125,7 @@ BACKEND = register(HostBackend(
     compile=_compile,
     precision=_default_precision,
     precisions=PRECISIONS,
+    form_timer=FormTimer(_form_facts, _time_forms),
     refused_precisions={"fp16": "onnxruntime's CPU execution provider has no fp16 convolution kernels on x86 "
                                 "(it casts back and computes in fp32, slower than the fp32 model)"},
 ))

@@ -33,16 +33,17 @@ if TYPE_CHECKING:
                    "[tvm] tune_trials: host 256, boards 0]")
 @click.option("--tuning-dir", help="Tuning database cache.  [default: ~/.cache/edgedistill/tvm-tuning]")
 @click.option("--rpc-tracker", metavar="HOST:PORT",
-              help="Tune through a board: candidates are cross-compiled here and timed on a board behind this TVM RPC "
-                   "tracker (needs --rpc-key and --tune-trials; tvm backend only).")
+              help="Tune, and time the forms of --lowering auto, through a board: candidates are cross-compiled here "
+                   "and timed on a board behind this TVM RPC tracker (needs --rpc-key; tvm backend only).")
 @click.option("--rpc-key", metavar="KEY", help="The board's key at --rpc-tracker (e.g. rpi4).")
 @click.option("--fuse-shift", is_flag=True,
               help="TVM: compile each shift → 1×1 conv as one kernel that reads the shifted addresses directly (no shifted "
                    "copy in memory). Off by default: on ResNet-20 it has measured slower than TVM's own kernels so far.")
 @click.option("--lowering", default="auto", show_default=True,
-              help="Form of the cheap layers in the exported graph: auto (time each form here, keep the fastest), "
-                   "trained (as trained), onehot (the shift as a one-hot depthwise conv), folded (each cheap layer "
-                   "folded into one dense conv). Every form is checked against PyTorch.")
+              help="Form of the cheap layers: auto (time each form with the backend that ships it, at the bundle's "
+                   "precision, here or on the --rpc-tracker board; keep the fastest), trained (as trained), onehot (the "
+                   "shift as a one-hot depthwise conv), folded (each cheap layer folded into one dense conv). Every form "
+                   "is checked against PyTorch.")
 @click.option("--teacher-checkpoint", help="A trained standard-conv teacher for runs that have none (od, dml).")
 @click.option("--parity-samples", type=click.IntRange(min=1), default=32, show_default=True, help="Real test images for the parity checks.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]),

@@ -1,87 +1,81 @@
-"""Choosing the form a network ships in (:mod:`edgedistill.export.lowering`) by timing the candidates.
+"""Choosing the form a network ships in (:mod:`edgedistill.export.lowering`) by timing the candidates
+with the backend that ships it.
 
-Each candidate form is exported to ONNX, checked against the network as trained on the given
-inputs (a form that fails is never chosen, and a note says why), and all passing candidates are
-timed interleaved with onnxruntime on this machine; the fastest wins. The choice is cached per
-(architecture, input shape, target, threads, onnxruntime version, opset): latency does not
-depend on the weights. A target this machine cannot run gets the form measured best on CPUs so
-far, labelled as not measured. Used by export and by ``edgedistill probe``.
+Each candidate form is exported to ONNX and checked against the network as trained on the given
+inputs (a form that fails is never chosen, and a note says why); the bundle's backend then times
+the passing candidates interleaved, with the code it ships and where that code runs
+(:class:`edgedistill.backends.base.FormTimer`): onnxruntime on this machine (quantized first in an
+int8 bundle), TVM compiled (and tuned) for the target, here or on the board behind an RPC tracker.
+The fastest wins. The choice is cached per (architecture, input shape, target, backend and what
+its timing depends on): latency does not depend on the weights. A target that cannot be timed from
+here, or a backend that builds its code on the device (TensorRT), gets the form measured best so
+far, labelled as not measured. Used by export, so by ``edgedistill probe`` too.
 """
 
 from __future__ import annotations
 
-import functools
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from deploy.backends.onnxruntime_cpu import OnnxRuntimeRunner
-from deploy.env import usable_cores
-from deploy.measure import MeasureConfig, interleaved
+from edgedistill.backends.base import BuildContext, FormCandidates, HostBackend
 from edgedistill.export import lowering, onnx_export
 from edgedistill.export.parity import compare, run_batched
-from edgedistill.export.targets import Target, host_can_run
 
 
-def onnxruntime_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
-
-
-def choose_form(model: Any, spec: dict[str, Any], target: Target, requested: str, inputs: np.ndarray, reference: np.ndarray,
-                batch: int, workdir: Path, report: Callable[[str], None], notes: list[str]) -> lowering.LoweringChoice:
-    """The requested form, or (``auto``) the fastest candidate measured here (see the module doc)."""
+def choose_form(ctx: BuildContext, backend: HostBackend, role: str, model: Any, spec: dict[str, Any], inputs: np.ndarray,
+                reference: np.ndarray) -> lowering.LoweringChoice:
+    """The requested form (``ctx.options.lowering``), or (``auto``) the fastest candidate on the target."""
+    requested = ctx.options.lowering
     if requested != lowering.AUTO:
         return lowering.fixed_choice(model, requested, "requested")
     forms = lowering.candidate_forms(model)
     if len(forms) == 1:
         return lowering.fixed_choice(model, forms[0], "the only form")
-    can_run, why = host_can_run(target)
-    if not can_run:
-        return lowering.unmeasured_choice(model, f"{why}; no board to time it on")
-    threads = min(target.threads, usable_cores())
+    if backend.form_timer is None:
+        return lowering.unmeasured_choice(model, f"the {backend.name} backend builds its code on the device")
+    timing_facts, why = backend.form_timer.facts(ctx)
+    if timing_facts is None:
+        return lowering.unmeasured_choice(model, why)
+    batch = ctx.options.batch
     shape = (batch, *inputs.shape[1:])
-    facts = {"model": spec, "shape": shape, "target": target.raw, "threads": threads, "forms": forms,
-             "onnxruntime": onnxruntime_version(), "opset": target.onnx_opset}
+    facts = {"model": spec, "shape": shape, "target": ctx.target.raw, "backend": backend.name, "forms": forms,
+             "opset": ctx.target.onnx_opset, **timing_facts}
     key = lowering.cache_key(**facts)
     cached = lowering.cached_choice(key)
     if cached:
         choice = lowering.fixed_choice(model, str(cached["form"]), f"cached: {cached['how']}, {cached['measured']}")
         choice.median_ms = dict(cached.get("median_ms") or {})
         return choice
-    chosen = _time_forms(model, forms, target, inputs, reference, batch, threads, workdir, report, notes)
-    if chosen.median_ms:
-        lowering.remember_choice(key, chosen, facts)
-    return chosen
-
-
-def _time_forms(model: Any, forms: list[str], target: Target, inputs: np.ndarray, reference: np.ndarray, batch: int,
-                threads: int, workdir: Path, report: Callable[[str], None], notes: list[str]) -> lowering.LoweringChoice:
-    runners, choices = {}, {}
-    shape = (batch, *inputs.shape[1:])
-    with tempfile.TemporaryDirectory(prefix=".lowering-", dir=workdir) as tmp:
-        for form in forms:
-            choice = lowering.fixed_choice(model, form, "")
-            report(f"trying the {form} form")
-            path = onnx_export.export_onnx(choice.model, shape, Path(tmp) / f"{form}.onnx", opset=target.onnx_opset).path
-            outputs = run_batched(OnnxRuntimeRunner(path, threads=1).run, inputs, batch)
-            check = compare(reference, outputs, ("pytorch", f"onnxruntime ({form} form)"))
-            if not check.passed:
-                notes.append(f"the {form} form failed parity ({check.max_abs_diff:.1e}) and was not considered")
-                continue
-            runners[form], choices[form] = OnnxRuntimeRunner(path, threads=threads), choice
-        x = inputs[:batch]
-        report(f"timing {', '.join(runners)} with onnxruntime ({threads} threads)")
-        stats = interleaved({form: functools.partial(r.run, x) for form, r in runners.items()}, MeasureConfig.quick())
-    medians = {form: s.median_ms for form, s in stats.items()}
-    if not medians:  # not even the trained form passed: the export's parity gate says so next
-        return lowering.fixed_choice(model, "trained", "every form failed parity")
+    with tempfile.TemporaryDirectory(prefix=".lowering-", dir=ctx.root) as tmp:
+        choices = _passing_forms(ctx, role, model, forms, inputs, reference, Path(tmp))
+        if not choices:  # not even the trained form passed: the export's parity gate says so next
+            return lowering.fixed_choice(model, "trained", "every form failed parity")
+        candidates = FormCandidates(role, {form: Path(tmp) / f"{form}.onnx" for form in choices}, shape, inputs[:batch], Path(tmp))
+        medians, how = backend.form_timer.time(ctx, candidates)
     best = min(medians, key=medians.__getitem__)
     chosen = choices[best]
-    chosen.how = f"measured on this machine with onnxruntime, {threads} threads"
-    chosen.median_ms = medians
+    chosen.how, chosen.median_ms = how, medians
+    lowering.remember_choice(key, chosen, facts)
     return chosen
+
+
+def _passing_forms(ctx: BuildContext, role: str, model: Any, forms: list[str], inputs: np.ndarray, reference: np.ndarray,
+                   workdir: Path) -> dict[str, lowering.LoweringChoice]:
+    """Each form exported to ``workdir/<form>.onnx`` and checked against ``reference``; those that pass."""
+    shape = (ctx.options.batch, *inputs.shape[1:])
+    passing = {}
+    for form in forms:
+        choice = lowering.fixed_choice(model, form, "")
+        ctx.report(f"{role}: trying the {form} form")
+        path = onnx_export.export_onnx(choice.model, shape, workdir / f"{form}.onnx", opset=ctx.target.onnx_opset).path
+        outputs = run_batched(OnnxRuntimeRunner(path, threads=1).run, inputs, ctx.options.batch)
+        check = compare(reference, outputs, ("pytorch", f"onnxruntime ({form} form)"))
+        if check.passed:
+            passing[form] = choice
+        else:
+            ctx.notes.append(f"{role}: the {form} form failed parity ({check.max_abs_diff:.1e}) and was not considered")
+    return passing

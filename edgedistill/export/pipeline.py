@@ -67,7 +67,8 @@ class ExportOptions:
     teacher_checkpoint: str | None = None
     overwrite: bool = False
     lowering: str = "auto"
-    """Form of the cheap layers in the exported graph (edgedistill.export.lowering), or auto: the fastest measured."""
+    """Form of the cheap layers (edgedistill.export.lowering), or auto: the fastest timed with the backend that ships
+    it (edgedistill.export.form_choice); TVM picks its library's form apart from the graph's."""
     precision: str | None = None
     """fp32 | fp16 | int8 (None: the backend's default for the target); the backend's ``precisions`` say what it offers."""
     calibration_method: str = "minmax"
@@ -91,6 +92,7 @@ class ModelResult:
     executed_macs: int
     """MACs the exported form really executes (a one-hot depthwise conv executes K² per output)."""
     lowering: str
+    """The form of the ONNX graph, and of a backend's code where that backend chose another (``onehot (tvm: trained)``)."""
     onnx_bytes: int
     compiled_bytes: int | None
     parity: list[dict[str, Any]] = field(default_factory=list)
@@ -280,17 +282,15 @@ class BundleBuilder(BuildContext):
             "mean": list(data["mean"]), "std": list(data["std"]), "input_layout": "NCHW", "dataset": data["name"],
         }
         reference = self._torch_outputs(model, samples.inputs)
-        form_notes: list[str] = []
-        choice = choose_form(model, checkpoint.spec.to_dict(), self.target, self.options.lowering, samples.inputs, reference,
-                             self.options.batch, self.root, lambda message: self.report(f"{role}: {message}"), form_notes)
-        self.notes += [f"{role}: {note}" for note in form_notes]
+        graph_backend = get_backend(self.backend.graph_form_by) if self.backend.graph_form_by else self.backend
+        choice = choose_form(self, graph_backend, role, model, checkpoint.spec.to_dict(), samples.inputs, reference)
         self.report(f"{role}: exporting {checkpoint.spec.describe()} to ONNX (opset {self.target.onnx_opset}, {choice.form} form)")
         exported = onnx_export.export_onnx(choice.model, shape, onnx_path, opset=self.target.onnx_opset,
                                            dynamic_batch=self.options.dynamic_batch, metadata={**metadata, "lowering": choice.form})
         self.report(f"{role}: checking onnxruntime against PyTorch on {samples.source}")
         ort_out = run_batched(OnnxRuntimeRunner(onnx_path, threads=1).run, samples.inputs, self.options.batch)
         parity = [require(compare(reference, ort_out, ("pytorch", "onnxruntime")))]
-        job = CompileJob(role, onnx_path, shape, ort_out, samples, parity)
+        job = CompileJob(role, onnx_path, shape, ort_out, samples, parity, choice.form, model, checkpoint.spec.to_dict(), reference)
         artifacts, compiled = self.backend.compile(self, job)
         measured = self._measure_accuracy(source, [LocalArtifact(onnx_path, "onnxruntime", "fp32"), *job.evaluate])
         cost = complexity(model, (1, *checkpoint.input_shape))
@@ -316,7 +316,8 @@ class BundleBuilder(BuildContext):
         if source.note:
             self.notes.append(f"{role}: {source.note}")
         result = ModelResult(
-            role, checkpoint.spec.describe(), source.trained, accuracy, cost.params, cost.macs, executed, choice.form,
+            role, checkpoint.spec.describe(), source.trained, accuracy, cost.params, cost.macs, executed,
+            _forms_label(choice.form, artifacts),
             onnx_path.stat().st_size, compiled, [p.to_dict() for p in parity], time.perf_counter() - start,
             [{"path": path, **figures} for path, figures in measured.items()],
         )
@@ -369,6 +370,13 @@ class BundleBuilder(BuildContext):
         with torch.no_grad():
             return model(torch.from_numpy(inputs)).numpy()
 
+
+
+def _forms_label(graph_form: str, artifacts: dict[str, Any]) -> str:
+    """``onehot``, or ``onehot (tvm: trained)`` where a backend compiled its code from another form."""
+    others = [f"{name}: {entry['lowering']['form']}" for name, entry in artifacts.items()
+              if (entry.get("lowering") or {}).get("form", graph_form) != graph_form]
+    return graph_form + (f" ({', '.join(others)})" if others else "")
 
 
 def export_bundle(source: str | Path, options: ExportOptions, report: Report | None = None) -> ExportSummary:

@@ -8,9 +8,14 @@ GPU targets), :mod:`.compile` (build, link, run locally); this module is the reg
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgedistill.backends.base import BuildContext, CompileJob, HostBackend, LocalArtifact, register
+from edgedistill.backends.base import BuildContext, CompileJob, FormTimer, HostBackend, LocalArtifact, register
+from edgedistill.backends.tvm import form_timing
 from edgedistill.errors import ToolchainError
 from edgedistill.toolchains.cc import elf_machine
 
@@ -47,9 +52,10 @@ def _tuning_board(options: Any, target: Target, trials: int) -> Any:
         return None
     if not options.rpc_key:
         raise EdgeDistillError("--rpc-tracker needs --rpc-key KEY", "pass the key the board registered under, e.g. --rpc-key rpi4")
-    if trials == 0:
+    if trials == 0 and options.lowering != "auto":
         raise EdgeDistillError(
-            "--rpc-tracker is used by export only to tune through the board, and no tuning was asked for",
+            "--rpc-tracker is used by export to tune through the board and to time the forms of --lowering auto, "
+            f"and neither was asked for (--tune-trials 0, --lowering {options.lowering})",
             "add --tune-trials N (e.g. 64); to time a bundle on the board use 'edgedistill bench BUNDLE --rpc-tracker ... --rpc-key ...'")
     return check_board(BoardRunner(parse_tracker(options.rpc_tracker), options.rpc_key), target.arch)
 
@@ -70,22 +76,43 @@ def _prepare(ctx: BuildContext, _first_source: Any) -> None:
     return None
 
 
+@contextlib.contextmanager
+def _library_form(ctx: BuildContext, job: CompileJob) -> Iterator[tuple[Path, Any]]:
+    """The ONNX file the library is compiled from, and the form choice: the bundle's graph when TVM's
+    own choice (``--lowering``, or auto: timed as TVM code) is the graph's form, else the network
+    exported in TVM's form into a scratch file that is gone afterwards. The library is checked
+    against onnxruntime on the bundle's graph either way."""
+    from edgedistill.export import onnx_export
+    from edgedistill.export.form_choice import choose_form
+
+    choice = choose_form(ctx, BACKEND, job.role, job.model, job.spec, job.samples.inputs, job.reference)
+    if choice.form == job.form:
+        yield job.onnx_path, choice
+        return
+    with tempfile.TemporaryDirectory(prefix=".tvm-form-", dir=ctx.root) as tmp:
+        path = Path(tmp) / f"{job.role}.{choice.form}.onnx"
+        yield onnx_export.export_onnx(choice.model, job.shape, path, opset=ctx.target.onnx_opset).path, choice
+
+
 def _compile(ctx: BuildContext, job: CompileJob) -> tuple[dict[str, Any], int]:
     from edgedistill.backends.tvm.compile import compile_onnx, run_local
     from edgedistill.export import onnx_export
     from edgedistill.export.parity import compare, require, run_batched
     from edgedistill.export.targets import host_can_run
+    from edgedistill.models import complexity
 
     options, target = ctx.options, ctx.target
     budget, board = ctx.state["tvm_tuning"]  # settled by _prepare, before any model
     trials = f", tuning {budget} trials" + (f" on {board.describe()}" if board else "") if budget else " (untuned)"
-    ctx.report(f"{job.role}: compiling with TVM for {target.name}{trials}")
-    artifact = compile_onnx(
-        job.onnx_path, target, ctx.root / "models" / f"{job.role}.tvm.so", input_name=onnx_export.INPUT_NAME,
-        input_shape=job.shape, tune_trials=budget, tuning_dir=options.tuning_dir, tuning_board=board, fuse_shift=options.fuse_shift,
-        progress=lambda message: ctx.report(f"{job.role}: {message}"),
-    )
-    entry = artifact.manifest(ctx.root)
+    with _library_form(ctx, job) as (onnx_path, choice):
+        ctx.report(f"{job.role}: compiling with TVM for {target.name}{trials} ({choice.form} form)")
+        artifact = compile_onnx(
+            onnx_path, target, ctx.root / "models" / f"{job.role}.tvm.so", input_name=onnx_export.INPUT_NAME,
+            input_shape=job.shape, tune_trials=budget, tuning_dir=options.tuning_dir, tuning_board=board,
+            fuse_shift=options.fuse_shift, progress=lambda message: ctx.report(f"{job.role}: {message}"),
+        )
+    entry = {**artifact.manifest(ctx.root), "lowering": choice.manifest(),
+             "executed_macs": complexity(choice.model, (1, *job.shape[1:])).macs}
     if artifact.tuned_trials:
         details = artifact.tuning_details
         done = ("database reused, nothing measured" if artifact.tuning_reused else
@@ -130,5 +157,7 @@ BACKEND = register(HostBackend(
     check_toolchain=_check_toolchain,
     prepare=_prepare,
     compile=_compile,
+    graph_form_by="onnxruntime",
+    form_timer=FormTimer(form_timing.form_facts, form_timing.time_forms),
     runs_here=_runs_here,
 ))

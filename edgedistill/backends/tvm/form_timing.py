@@ -1,0 +1,81 @@
+"""Timing the candidate forms of a network's cheap layers as TVM code, for ``--lowering auto``.
+
+Each form is compiled exactly as the bundle will compile it (same target, same fused kernels, tuned
+with the bundle's budget into the target's one database, so the tuning is not lost: the shipped form
+reuses it, and forms share their common kernels' records), then timed interleaved: on this machine
+when it can run the target's code, else on the board that tuning goes through (the RPC tracker),
+with TVM's time evaluator on the board. Untuned code is timed untuned: the choice is for the code
+that ships.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from edgedistill.backends.base import BuildContext, FormCandidates
+
+
+def _threads(ctx: BuildContext) -> int:
+    from deploy.env import usable_cores
+
+    return min(ctx.target.threads, usable_cores())
+
+
+def form_facts(ctx: BuildContext) -> tuple[dict[str, Any] | None, str]:
+    """What a TVM-timed choice depends on, or (None, why) when neither this machine nor a board can run it."""
+    from edgedistill.backends.tvm.onnx_import import import_tvm
+    from edgedistill.export.targets import host_can_run
+
+    trials, board = ctx.state["tvm_tuning"]
+    can_run, why = host_can_run(ctx.target)
+    if not can_run and board is None:
+        return None, f"{why}, and no board to time it on (--rpc-tracker HOST:PORT --rpc-key KEY)"
+    where = {"board": board.key, "emulated": board.emulated} if board is not None and not can_run else {"threads": _threads(ctx)}
+    return {"tvm": import_tvm().__version__, "tune_trials": trials, "fuse_shift": bool(ctx.options.fuse_shift), **where}, ""
+
+
+def time_forms(ctx: BuildContext, candidates: FormCandidates) -> tuple[dict[str, float], str]:
+    from edgedistill.backends.tvm.compile import compile_onnx
+    from edgedistill.export import onnx_export
+    from edgedistill.export.targets import host_can_run
+
+    trials, board = ctx.state["tvm_tuning"]
+    libraries = {}
+    for form, path in candidates.onnx.items():
+        ctx.report(f"{candidates.role}: compiling the {form} form with TVM to time it" + (f" ({trials} trials)" if trials else ""))
+        libraries[form] = compile_onnx(
+            path, ctx.target, candidates.workdir / f"{form}.so", input_name=onnx_export.INPUT_NAME, input_shape=candidates.shape,
+            tune_trials=trials, tuning_dir=ctx.options.tuning_dir, tuning_board=board, fuse_shift=ctx.options.fuse_shift,
+            progress=lambda message, form=form: ctx.report(f"{candidates.role} ({form} form): {message}"),
+        ).path
+    tuned = f"tuned {trials} trials" if trials else "untuned"
+    if host_can_run(ctx.target)[0]:
+        return _time_here(ctx, candidates, libraries), f"measured on this machine with TVM ({tuned}), {_threads(ctx)} threads"
+    assert board is not None, "form_facts refuses a target with no way to run it"
+    how = f"measured on {board.describe()} with TVM ({tuned})"
+    return _time_on_board(ctx, candidates, libraries, board), how
+
+
+def _time_here(ctx: BuildContext, candidates: FormCandidates, libraries: dict[str, Path]) -> dict[str, float]:
+    from deploy.backends import open_runner
+    from deploy.measure import MeasureConfig, interleaved
+
+    threads = _threads(ctx)
+    runners = {form: open_runner("tvm", path, threads) for form, path in libraries.items()}
+    ctx.report(f"{candidates.role}: timing {', '.join(runners)} with TVM ({threads} threads)")
+    stats = interleaved({form: functools.partial(r.run, candidates.inputs) for form, r in runners.items()}, MeasureConfig.quick())
+    return {form: s.median_ms for form, s in stats.items()}
+
+
+def _time_on_board(ctx: BuildContext, candidates: FormCandidates, libraries: dict[str, Path], board: Any) -> dict[str, float]:
+    from deploy.measure import MeasureConfig
+    from edgedistill.bench.remote import timed_rounds
+    from edgedistill.bench.rpc import request_board
+
+    ctx.report(f"{candidates.role}: timing {', '.join(libraries)} on {board.describe()}")
+    with request_board(board.tracker, board.key, wait_s=board.wait_s, session_timeout_s=board.session_timeout_s) as session:
+        remote = {form: session.load(path) for form, path in libraries.items()}
+        stats = timed_rounds(remote, candidates.inputs, MeasureConfig.quick())
+    return {form: float(s["median"]) for form, s in stats.items()}
