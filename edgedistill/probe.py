@@ -1,9 +1,9 @@
 """``edgedistill probe``: step 0, before any training — which cheap student is worth it on a target?
 
 Builds the teacher and each cheap variant of an architecture untrained (latency does not depend
-on the weights), exports each through the real export pipeline (so every variant ships in its
-fastest measured form, parity-checked, and compiled by the target's backend), then times all
-variants interleaved on every backend that runs here, with the project's measuring method.
+on the weights), exports each through the real export pipeline once per backend (so every variant
+ships in the form measured fastest with that backend, parity-checked, and compiled by it), then
+times all variants interleaved on every backend that runs here, with the project's measuring method.
 The result says, per backend: params, nominal and executed MACs, latency, speed-up over the
 teacher, speed-up / MACs ratio, and the recommended kind.
 """
@@ -21,7 +21,7 @@ from deploy.bench import make_input
 from deploy.env import environment_record, usable_cores
 from deploy.manifest import Bundle
 from deploy.measure import MeasureConfig, interleaved
-from edgedistill.backends import backend_names, get_backend, timing_backend
+from edgedistill.backends import get_backend
 from edgedistill.cheap import CheapSpec, cheap_kinds, get_kind
 from edgedistill.checkpoints import ModelCheckpoint, save_model_checkpoint
 from edgedistill.errors import EdgeDistillError
@@ -29,7 +29,7 @@ from edgedistill.models import ModelSpec, create_model
 
 DEFAULT_VARIANTS = ("teacher", "shift", "depthwise", "group:2", "group:4", "group:8")
 TEACHER = "teacher"
-PROBE_FORMAT = "edgedistill-probe/1"
+PROBE_FORMAT = "edgedistill-probe/2"
 REMOTE = "tvm-rpc"
 """The backend column of a probe timed on a board: TVM libraries, run through the RPC tracker."""
 
@@ -75,8 +75,12 @@ class ProbeRow:
     model: str
     params: int
     macs: int
-    executed_macs: int
-    form: str
+    executed_macs: dict[str, int]
+    """Per backend: the MACs of the form it ships (a one-hot shift executes its K² taps)."""
+    form: dict[str, str]
+    """Per backend: the form of the cheap layers it ships (``edgedistill export --lowering``)."""
+    form_how: dict[str, str]
+    """Per backend: how that form was chosen (measured where, cached, or not measured and why)."""
     median_ms: dict[str, float]
     """Per backend."""
     speedup: dict[str, float]
@@ -103,30 +107,44 @@ class ProbeResult:
         return asdict(self)
 
 
-def _export_variant(label: str, spec: ModelSpec, options: ProbeOptions, workdir: Path, report: Callable[[str], None]) -> Path:
-    """A bundle holding the untrained ``spec`` (as its student, or as its teacher)."""
+def _export_variant(label: str, spec: ModelSpec, backend: str, options: ProbeOptions, workdir: Path,
+                    report: Callable[[str], None]) -> Path:
+    """A bundle of ``backend`` holding the untrained ``spec`` (as its student, or as its teacher)."""
     from edgedistill.export.pipeline import ExportOptions, export_bundle
-    from edgedistill.export.targets import load_target
 
     role = "student" if spec.is_student else TEACHER
     # Parity is checked on real images where a dataset of that many channels is here, else on noise.
     data = {"name": "fashion-mnist" if options.in_channels == 1 else "cifar10", "num_classes": options.num_classes, "in_channels": options.in_channels,
             "image_size": options.image_size, "mean": [0.0] * options.in_channels, "std": [1.0] * options.in_channels,
             "class_names": [str(i) for i in range(options.num_classes)]}
-    checkpoint = workdir / label / f"{role}-best.pt"
+    checkpoint = workdir / label / backend / f"{role}-best.pt"
     checkpoint.parent.mkdir(parents=True)
     save_model_checkpoint(checkpoint, ModelCheckpoint(spec, create_model(spec).state_dict(), data, {}, role))
-    target = load_target(options.target)
-    backend = "tvm" if options.rpc_tracker else timing_backend(target)
-    if options.backends and backend not in options.backends:  # no need to compile what will not be timed
-        backend = target.default_backend
+    tvm = backend == "tvm"
     summary = export_bundle(checkpoint, ExportOptions(
-        target=options.target, backend=backend, out=str(workdir / label / "bundle"), models=(role,), parity_samples=4,
-        tune_trials=options.tune_trials if backend == "tvm" else 0,
-        # a board target is tuned on the board it is timed on
-        rpc_tracker=options.rpc_tracker if options.tune_trials else None, rpc_key=options.rpc_key if options.tune_trials else None,
-    ), lambda message: report(f"{label}: {message}"))
+        target=options.target, backend=backend, out=str(checkpoint.parent / "bundle"), models=(role,), parity_samples=4,
+        tune_trials=options.tune_trials if tvm else 0,
+        # a board target is tuned, and its forms timed, on the board it is timed on
+        rpc_tracker=options.rpc_tracker if tvm else None, rpc_key=options.rpc_key if tvm else None,
+    ), lambda message: report(f"{label} ({backend}): {message}"))
     return Path(summary.bundle)
+
+
+def _backends_to_time(options: ProbeOptions, target: Any) -> tuple[list[str], list[str]]:
+    """The target's backends whose code runs here (or those asked for: an error when one cannot), and notes on the others."""
+    chosen, notes = [], []
+    for name in options.backends or target.backends:
+        if name not in target.backends:
+            raise EdgeDistillError(f"target {target.name} has no {name} backend", f"its backends: {', '.join(target.backends)}")
+        try:
+            get_backend(name).check_toolchain(target)
+        except EdgeDistillError as exc:
+            if options.backends:
+                raise
+            notes.append(f"{name}: not timed ({exc.message})")
+            continue
+        chosen.append(name)
+    return chosen, notes
 
 
 def run_probe(options: ProbeOptions, report: Callable[[str], None] | None = None) -> ProbeResult:
@@ -149,38 +167,39 @@ def run_probe(options: ProbeOptions, report: Callable[[str], None] | None = None
                                    "time them on the board with --rpc-tracker HOST:PORT --rpc-key KEY, "
                                    "or pick a target this machine can run")
     threads = options.threads or usable_cores()
+    exported, notes = (["tvm"], []) if options.rpc_tracker else _backends_to_time(options, target)
     with tempfile.TemporaryDirectory(prefix="edgedistill-probe-") as tmp:
-        bundles = {label: Bundle.load(_export_variant(label, spec, options, Path(tmp), report), force=True)
-                   for label, spec in specs.items()}
-        first = next(iter(bundles.values()))
+        bundles = {label: {backend: Bundle.load(_export_variant(label, spec, backend, options, Path(tmp), report), force=True)
+                           for backend in exported} for label, spec in specs.items()}
+        first = next(iter(bundles[TEACHER].values()))
         if options.rpc_tracker:
             report(f"timing {len(bundles)} networks on a '{options.rpc_key}' board via {options.rpc_tracker}, interleaved")
-            medians, environment = _time_on_board(bundles, options)
+            medians, environment = _time_on_board({label: by["tvm"] for label, by in bundles.items()}, options)
             notes = ["the board is emulated (qemu): its timings mean nothing, only parity and mechanics do"] \
                 if environment.get("emulated") else []
-            rows = [_row(label, bundle, medians, bundles[TEACHER]) for label, bundle in bundles.items()]
+            rows = [_row(label, {REMOTE: by["tvm"]}, medians, bundles[TEACHER]["tvm"]) for label, by in bundles.items()]
             return _result(options, first, [REMOTE], int(environment.get("threads") or target.threads or 1), rows, notes,
                            environment)
-        runnable, notes = [], []
-        for name in options.backends or backend_names():
-            ok, why, _hint = get_backend(name).runs_here(first)
+        runnable = []
+        for name in exported:
+            ok, why, hint = get_backend(name).runs_here(bundles[TEACHER][name])
             if ok:
                 runnable.append(name)
             elif options.backends:
-                raise EdgeDistillError(why, _hint)
+                raise EdgeDistillError(why, hint)
             else:
                 notes.append(f"{name}: not timed ({why})")
         x = make_input(first.input_shape, first.input_dtype)
         medians: dict[str, dict[str, float]] = {label: {} for label in bundles}
         for backend in runnable:
             report(f"timing {len(bundles)} networks with {backend} ({threads} threads), interleaved")
-            runners = {label: open_runner(backend, bundle.artifact_path(bundle.model_names()[0], backend), threads)
-                       for label, bundle in bundles.items()}
+            runners = {label: open_runner(backend, by[backend].artifact_path(by[backend].model_names()[0], backend), threads)
+                       for label, by in bundles.items()}
             stats = interleaved({label: (lambda r=r: r.run(x)) for label, r in runners.items()}, options.config)
             for label, s in stats.items():
                 medians[label][backend] = s.median_ms
             del runners
-        rows = [_row(label, bundle, medians, bundles[TEACHER]) for label, bundle in bundles.items()]
+        rows = [_row(label, {b: by[b] for b in runnable}, medians, bundles[TEACHER][exported[0]]) for label, by in bundles.items()]
     return _result(options, first, runnable, threads, rows, notes, environment_record(threads))
 
 
@@ -223,27 +242,41 @@ def _time_on_board(bundles: dict[str, Bundle], options: ProbeOptions) -> tuple[d
     return {label: {REMOTE: float(s["median"])} for label, s in stats.items()}, environment
 
 
-def _row(label: str, bundle: Bundle, medians: dict[str, dict[str, float]], teacher: Bundle) -> ProbeRow:
-    entry = bundle.model(bundle.model_names()[0])
+def _row(label: str, bundles: dict[str, Bundle], medians: dict[str, dict[str, float]], teacher: Bundle) -> ProbeRow:
+    """``label``'s row: ``bundles`` holds its bundle per timed backend (each in that backend's form)."""
+    entries = {b: bundle.model(bundle.model_names()[0]) for b, bundle in bundles.items()}
+    forms = {b: _shipped_form(e) for b, e in entries.items()}
+    entry = next(iter(entries.values()))
     teacher_entry = teacher.model(teacher.model_names()[0])
     speedup = {b: medians[TEACHER][b] / ms for b, ms in medians[label].items()}
     macs_ratio = teacher_entry["macs"] / entry["macs"]
-    return ProbeRow(label, entry["model"], entry["params"], entry["macs"], entry.get("executed_macs", entry["macs"]),
-                    (entry.get("lowering") or {}).get("form", "trained"), medians[label], speedup,
+    return ProbeRow(label, entry["model"], entry["params"], entry["macs"],
+                    {b: f["executed_macs"] for b, f in forms.items()},
+                    {b: f["form"] for b, f in forms.items()}, {b: f["how"] for b, f in forms.items()}, medians[label], speedup,
                     {b: s / macs_ratio for b, s in speedup.items()})
+
+
+def _shipped_form(entry: dict[str, Any]) -> dict[str, Any]:
+    """The form the timed code is in, how it was chosen and the MACs it executes: the TVM library's own
+    choice where it made one, else the graph's."""
+    tvm = (entry.get("artifacts") or {}).get("tvm") or {}
+    source = tvm if tvm.get("lowering") else entry
+    chosen = source.get("lowering") or {"form": "trained", "how": "as trained"}
+    return {"form": chosen["form"], "how": chosen.get("how", ""), "executed_macs": source.get("executed_macs", entry["macs"])}
 
 
 def markdown(result: ProbeResult) -> str:
     lines = [f"# probe: {result.model} at {'×'.join(map(str, result.input_shape[1:]))} on {result.target}, "
              f"{result.threads} threads", ""]
-    header = ["variant", "params", "MACs", "executed MACs", "form"]
+    header = ["variant", "params", "MACs"]
     for b in result.backends:
-        header += [f"{b} ms", f"{b} speed-up", f"{b} speed-up / MACs ratio"]
+        header += [f"{b} form", f"{b} executed MACs", f"{b} ms", f"{b} speed-up", f"{b} speed-up / MACs ratio"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in result.rows:
-        cells = [r.variant, f"{r.params / 1e3:.1f} k", f"{r.macs / 1e6:.2f} M", f"{r.executed_macs / 1e6:.2f} M", r.form]
+        cells = [r.variant, f"{r.params / 1e3:.1f} k", f"{r.macs / 1e6:.2f} M"]
         for b in result.backends:
-            cells += [f"{r.median_ms[b]:.3f}", f"{r.speedup[b]:.2f}×", f"{r.speedup_vs_macs[b]:.2f}"]
+            cells += [r.form[b], f"{r.executed_macs[b] / 1e6:.2f} M", f"{r.median_ms[b]:.3f}", f"{r.speedup[b]:.2f}×",
+                      f"{r.speedup_vs_macs[b]:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", *[f"- recommended on {b}: **{v}**" for b, v in result.recommended.items()], *[f"- {n}" for n in result.notes]]
     return "\n".join(lines) + "\n"

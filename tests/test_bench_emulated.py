@@ -63,3 +63,5 @@ def test_probe_times_the_variants_on_the_emulated_board(tmp_path: Path) -> None:
     teacher, shift = report["rows"]
     assert teacher["speedup"]["tvm-rpc"] == 1.0 and shift["median_ms"]["tvm-rpc"] > 0
     assert report["recommended"] == {"tvm-rpc": "shift"}
+    # the shift's TVM form was chosen by timing its candidates on the board, through the tracker
+    assert shift["form_how"]["tvm-rpc"].startswith("measured on board 'rpi4-emulated'") and "emulated" in shift["form_how"]["tvm-rpc"]

@@ -36,7 +36,8 @@ def probe_command(target: str, model: str, image_size: int, in_channels: int, va
                   threads: int | None, tune_trials: int, rpc_tracker: str | None, rpc_key: str | None, rpc_wait: float, quick: bool,
                   out: str | None, force: bool, as_json: bool) -> None:
     """Step 0: which cheap student is worth training for this device? Times the teacher and each
-    cheap variant, untrained, exported in their fastest form, on every backend that runs here.
+    cheap variant, untrained, each backend's code in the form fastest with that backend, on every
+    backend that runs here.
 
     Prints and writes params, nominal and executed MACs, latency per backend, speed-up over the
     teacher, speed-up / MACs ratio and the recommended kind per backend.
@@ -67,14 +68,14 @@ def probe_command(target: str, model: str, image_size: int, in_channels: int, va
     if as_json:
         print_json(result.to_dict())
         return
-    columns = ["variant", "params", "MACs", "executed", "form"]
+    columns = ["variant", "params", "MACs"]
     for b in result.backends:
-        columns += [f"{b} ms", f"{b} speed-up", "÷ MACs ratio"]
+        columns += [f"{b} form", "executed", f"{b} ms", f"{b} speed-up", "÷ MACs ratio"]
     rows = []
     for r in result.rows:
-        row = [r.variant, si(r.params), si(r.macs), si(r.executed_macs), r.form]
+        row = [r.variant, si(r.params), si(r.macs)]
         for b in result.backends:
-            row += [f"{r.median_ms[b]:.3f}", f"{r.speedup[b]:.2f}×", f"{r.speedup_vs_macs[b]:.2f}"]
+            row += [r.form[b], si(r.executed_macs[b]), f"{r.median_ms[b]:.3f}", f"{r.speedup[b]:.2f}×", f"{r.speedup_vs_macs[b]:.2f}"]
         rows.append(row)
     shape = "×".join(map(str, result.input_shape[1:]))
     out_console.print(table(f"probe: {escape(result.model)} at {shape} on {escape(result.target)}, {result.threads} threads",
