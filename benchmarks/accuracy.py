@@ -41,6 +41,19 @@ METHODS = {
 }
 
 
+EPOCHS, LIMIT, STUDENTS = 6, 12000, 4
+"""The budget of every run (benchmarks/int8.py trains at the same one)."""
+
+
+def budget_args(dataset: str, model: str, kind: str, epochs: int = EPOCHS, limit: int = LIMIT, students: int = STUDENTS,
+                data_dir: str | None = None) -> tuple[list[str], str]:
+    """The `edgedistill train` options every method shares, and the runs' directory name."""
+    common = ["--dataset", dataset, "--model", model, "--kind", kind, "--epochs", str(epochs), "--students", str(students)]
+    common += ["--limit", str(limit)] if limit else []
+    common += ["--data-dir", data_dir] if data_dir else []
+    return common, f"{dataset}-{model}-{kind}-e{epochs}-n{limit}"
+
+
 def train(run_dir: Path, common: list[str], extra: list[str]) -> dict:
     summary = run_dir / "summary.json"
     if summary.is_file():  # finished earlier: the benchmark can be re-run to completion
@@ -65,19 +78,15 @@ def main() -> None:
     parser.add_argument("--data-dir")
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--kind", default="shift")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--limit", type=int, default=12000, help="train/test images per run (0 = all)")
-    parser.add_argument("--students", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--limit", type=int, default=LIMIT, help="train/test images per run (0 = all)")
+    parser.add_argument("--students", type=int, default=STUDENTS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--runs-dir", type=Path, default=RESULTS / "runs")
     args = parser.parse_args()
 
-    common = ["--dataset", args.dataset, "--model", args.model, "--kind", args.kind, "--epochs", str(args.epochs),
-              "--students", str(args.students)]
-    common += ["--limit", str(args.limit)] if args.limit else []
-    common += ["--data-dir", args.data_dir] if args.data_dir else []
-    tag = f"{args.dataset}-{args.model}-{args.kind}-e{args.epochs}-n{args.limit}"
+    common, tag = budget_args(args.dataset, args.model, args.kind, args.epochs, args.limit, args.students, args.data_dir)
     run_dir = lambda method, seed: args.runs_dir / tag / f"{method}-seed{seed}"  # noqa: E731
 
     def run(method: str, seed: int) -> dict:

@@ -15,9 +15,10 @@ Writes benchmarks/results/deploy-host.{json,md} and prints the table.
     python benchmarks/deploy_host.py --tune-trials 0 --quick      # no tuning, short timing
     python benchmarks/deploy_host.py --no-tvm --name deploy-host-lowered   # onnxruntime only, students in their fastest form
 
-Each student is exported in the form ``edgedistill export`` would ship (``--lowering``, default
-auto: the fastest candidate measured here, see edgedistill/export/lowering.py); the table shows
-the form and the MACs it really executes beside the architecture's.
+Each student is exported, per backend, in the form ``edgedistill export`` would ship with that
+backend (``--lowering``, default auto: the fastest candidate timed with onnxruntime, or compiled by
+TVM at the row's budget; see edgedistill/export/form_choice.py); the table shows the form and the
+MACs it really executes beside the architecture's.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ from deploy.backends import open_runner
 from deploy.env import environment_record
 from deploy.measure import MeasureConfig, interleaved
 from deploy.memory import memory_figures
+from edgedistill.backends import BuildContext, get_backend
 from edgedistill.backends.tvm.compile import compile_onnx
 from edgedistill.cheap import CheapSpec
 from edgedistill.export.form_choice import choose_form
 from edgedistill.export.onnx_export import INPUT_NAME, export_onnx
+from edgedistill.export.pipeline import ExportOptions
 from edgedistill.export.targets import load_target
 from edgedistill.models import ModelSpec, complexity, create_model
 from edgedistill.utils.atomic import write_json_atomic, write_text_atomic
@@ -47,31 +50,41 @@ NETWORKS = {"resnet20": (10, 32), "imagenet_resnet18": (1000, 224)}
 VARIANTS = {"teacher": None, "group": CheapSpec("group", groups=4), "depthwise": CheapSpec("depthwise"), "shift": CheapSpec("shift")}
 
 
-def build(work: Path, arch: str, variant: str, trial_budgets: list[int], tuning_dir: Path, lowering: str) -> dict[str, Any]:
-    """Export one network in the form export would ship (``lowering``; auto: the fastest measured here), compile it."""
+def _context(work: Path, lowering: str, trials: int | None) -> BuildContext:
+    """What choose_form sees of an export: onnxruntime's (trials None) or TVM's with ``trials``, on this host."""
+    ctx = BuildContext(work, load_target("host"), ExportOptions(lowering=lowering, tune_trials=trials, tuning_dir=str(work / "tuning")),
+                       lambda m: print(f"  {m}", flush=True))
+    ctx.state["tvm_tuning"] = (trials or 0, None)
+    return ctx
+
+
+def build(work: Path, arch: str, variant: str, trial_budgets: list[int], lowering: str) -> dict[str, Any]:
+    """One network in the form each backend would ship (``lowering``; auto: the fastest measured with that
+    backend, TVM at each budget), exported, and compiled by TVM at each budget."""
     classes, size = NETWORKS[arch]
     spec = ModelSpec(arch, classes, 3, cheap=VARIANTS[variant])
     model = create_model(spec).eval()
     shape = (1, 3, size, size)
-    target = load_target("host")
     inputs = np.random.default_rng(0).standard_normal((4, *shape[1:])).astype(np.float32)
     with torch.no_grad():
         reference = model(torch.from_numpy(inputs)).numpy()
-    notes: list[str] = []
-    choice = choose_form(model, spec.to_dict(), target, lowering, inputs, reference, 1, work,
-                         lambda m: print(f"  {arch}/{variant}: {m}", flush=True), notes)
-    onnx_path = work / f"{arch}-{variant}-{choice.form}.onnx"
-    export_onnx(choice.model, shape, onnx_path, opset=target.onnx_opset)
-    entry: dict[str, Any] = {"arch": arch, "variant": variant, "model": spec.describe(), "shape": shape, "onnx": onnx_path,
-                             **complexity(model, shape).to_dict(), "executed_macs": complexity(choice.model, shape).macs,
-                             "form": choice.form, "form_how": choice.how, "form_candidates_ms": choice.median_ms,
-                             "notes": notes, "tvm": {}}
-    for trials in trial_budgets:
-        start = time.perf_counter()
-        artifact = compile_onnx(onnx_path, target, work / f"{arch}-{variant}-t{trials}.so", input_name=INPUT_NAME,
-                                input_shape=shape, tune_trials=trials, tuning_dir=tuning_dir,
-                                progress=lambda m: print(f"  {arch}/{variant}/{trials}: {m}", flush=True))
-        entry["tvm"][trials] = {"path": artifact.path, "seconds": time.perf_counter() - start, "reused": artifact.tuning_reused}
+    entry: dict[str, Any] = {"arch": arch, "variant": variant, "model": spec.describe(), "shape": shape,
+                             **complexity(model, shape).to_dict(), "forms": {}}
+    for trials in [None, *trial_budgets]:  # None: onnxruntime
+        ctx = _context(work, lowering, trials)
+        backend = get_backend("onnxruntime" if trials is None else "tvm")
+        choice = choose_form(ctx, backend, f"{arch}/{variant}", model, spec.to_dict(), inputs, reference)
+        onnx_path = work / f"{arch}-{variant}-{choice.form}.onnx"
+        export_onnx(choice.model, shape, onnx_path, opset=ctx.target.onnx_opset)
+        form = {"form": choice.form, "how": choice.how, "candidates_ms": choice.median_ms, "notes": ctx.notes, "onnx": onnx_path,
+                "executed_macs": complexity(choice.model, shape).macs}
+        if trials is not None:
+            start = time.perf_counter()
+            artifact = compile_onnx(onnx_path, ctx.target, work / f"{arch}-{variant}-{choice.form}-t{trials}.so", input_name=INPUT_NAME,
+                                    input_shape=shape, tune_trials=trials, tuning_dir=work / "tuning",
+                                    progress=lambda m: print(f"  {arch}/{variant}/{trials}: {m}", flush=True))
+            form.update(path=artifact.path, seconds=time.perf_counter() - start)
+        entry["forms"][trials] = form
     return entry
 
 
@@ -83,16 +96,16 @@ def measure(entries: list[dict[str, Any]], backends: list[tuple[str, str, int | 
     TVM-vs-onnxruntime ratios compare figures taken in the same machine state.
     Keyed by (variant, backend label).
     """
-    artifacts = {(e["variant"], label): (backend, e["onnx"] if backend == "onnxruntime" else e["tvm"][trials]["path"])
+    artifacts = {(e["variant"], label): (backend, e["forms"][trials].get("path") or e["forms"][trials]["onnx"])
                  for label, backend, trials in backends for e in entries}
     x = np.random.default_rng(0).standard_normal(entries[0]["shape"]).astype(np.float32)
     runners = {key: open_runner(backend, path, threads) for key, (backend, path) in artifacts.items()}
     stats = interleaved({" / ".join(key): (lambda r=r: r.run(x)) for key, r in runners.items()}, config)
     del runners
-    onnx = {e["variant"]: e["onnx"] for e in entries}
+    onnx = {(e["variant"], label): e["forms"][trials]["onnx"] for label, _, trials in backends for e in entries}
     return {
         key: {"latency_ms": stats[" / ".join(key)].to_dict(),
-              "memory": memory_figures(backend, path, onnx[key[0]], entries[0]["shape"], threads) if memory else None}
+              "memory": memory_figures(backend, path, onnx[key], entries[0]["shape"], threads) if memory else None}
         for key, (backend, path) in artifacts.items()
     }
 
@@ -119,7 +132,7 @@ def main() -> None:
     for arch in args.networks:
         tuned = budgets if (arch == "resnet20" or args.tune_imagenet) else []
         budgets_here = [] if args.no_tvm else [0, *tuned]
-        entries = [build(args.work, arch, v, budgets_here, args.work / "tuning", args.lowering) for v in VARIANTS]
+        entries = [build(args.work, arch, v, budgets_here, args.lowering) for v in VARIANTS]
         backends = [("onnxruntime", "onnxruntime", None),
                     *[(f"tvm ({'untuned' if t == 0 else f'{t} trials'})", "tvm", t) for t in budgets_here]]
         print(f"measuring {arch}: {len(entries)} networks × {', '.join(b[0] for b in backends)}, interleaved", flush=True)
@@ -127,13 +140,13 @@ def main() -> None:
         for label, _, trials in backends:
             teacher = measured[("teacher", label)]["latency_ms"]["median"]
             for e in entries:
-                m = measured[(e["variant"], label)]
+                m, form = measured[(e["variant"], label)], e["forms"][trials]
                 rows.append({
                     "arch": arch, "variant": e["variant"], "model": e["model"], "backend": label, "params": e["params"],
-                    "form": e["form"], "form_how": e["form_how"], "form_candidates_ms": e["form_candidates_ms"],
-                    "executed_macs": e["executed_macs"], "macs": e["macs"], "macs_ratio": entries[0]["macs"] / e["macs"], "latency_ms": m["latency_ms"],
-                    "speedup": teacher / m["latency_ms"]["median"], "memory": m["memory"],
-                    "compile_seconds": None if trials is None else e["tvm"][trials]["seconds"],
+                    "form": form["form"], "form_how": form["how"], "form_candidates_ms": form["candidates_ms"],
+                    "executed_macs": form["executed_macs"], "macs": e["macs"], "macs_ratio": entries[0]["macs"] / e["macs"],
+                    "latency_ms": m["latency_ms"], "speedup": teacher / m["latency_ms"]["median"], "memory": m["memory"],
+                    "compile_seconds": form.get("seconds"),
                 })
     by_key = {(r["arch"], r["variant"], r["backend"]): r for r in rows}
     for r in rows:
