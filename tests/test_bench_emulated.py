@@ -43,9 +43,10 @@ def test_rpi4_bundle_runs_on_the_emulated_board_and_matches_onnxruntime(mutual_r
 
 
 @pytest.mark.slow
-def test_probe_times_the_variants_on_the_emulated_board(tmp_path: Path) -> None:
+def test_probe_times_the_variants_on_the_emulated_board(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     need_emulated_board()
     rootfs = emulated_board.ensure_rootfs()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no form choice cached by an earlier run
     with (
         emulated_board.start_tracker(lifetime_s=900) as tracker,
         emulated_board.start_board(*tracker.address, "rpi4-emulated", rootfs=rootfs, lifetime_s=900),
