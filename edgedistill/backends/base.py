@@ -42,6 +42,12 @@ class BuildContext:
     state: dict[str, Any] = field(default_factory=dict)
     """What a backend's ``prepare`` settles once per bundle for its ``compile`` (e.g. the board TVM tunes through)."""
 
+    def timing_threads(self) -> int:
+        """Threads a backend times candidate forms with on this machine: the target's, at most this machine's cores."""
+        from deploy.env import usable_cores
+
+        return min(self.target.threads, usable_cores())
+
 
 @dataclass(frozen=True)
 class LocalArtifact:

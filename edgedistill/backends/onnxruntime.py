@@ -70,12 +70,6 @@ def _compile(ctx: BuildContext, job: CompileJob) -> tuple[dict[str, Any], int | 
     return {"onnxruntime": entry}, out.stat().st_size
 
 
-def _threads(ctx: BuildContext) -> int:
-    from deploy.env import usable_cores
-
-    return min(ctx.target.threads, usable_cores())
-
-
 def _form_facts(ctx: BuildContext) -> tuple[dict[str, Any] | None, str]:
     import onnxruntime
 
@@ -84,7 +78,7 @@ def _form_facts(ctx: BuildContext) -> tuple[dict[str, Any] | None, str]:
     can_run, why = host_can_run(ctx.target)
     if not can_run:
         return None, f"{why}; the onnxruntime forms are timed on this machine only"
-    facts: dict[str, Any] = {"onnxruntime": onnxruntime.__version__, "threads": _threads(ctx), "precision": ctx.precision}
+    facts: dict[str, Any] = {"onnxruntime": onnxruntime.__version__, "threads": ctx.timing_threads(), "precision": ctx.precision}
     if ctx.precision == "int8":
         facts["calibration_method"] = ctx.options.calibration_method
     return facts, ""
@@ -110,7 +104,7 @@ def _time_forms(ctx: BuildContext, candidates: FormCandidates) -> tuple[dict[str
             paths[form] = candidates.workdir / f"{form}.int8.onnx"
             quantize_onnx(path, paths[form], ctx.calibration.inputs[:TIMING_CALIBRATION], onnx_export.INPUT_NAME,
                           candidates.shape[0], settings)
-    threads = _threads(ctx)
+    threads = ctx.timing_threads()
     runners = {form: OnnxRuntimeRunner(path, threads=threads) for form, path in paths.items()}
     ctx.report(f"{candidates.role}: timing {', '.join(runners)} with onnxruntime ({threads} threads, {ctx.precision})")
     stats = interleaved({form: functools.partial(r.run, candidates.inputs) for form, r in runners.items()}, MeasureConfig.quick())

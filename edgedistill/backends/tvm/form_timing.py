@@ -17,12 +17,6 @@ from typing import Any
 from edgedistill.backends.base import BuildContext, FormCandidates
 
 
-def _threads(ctx: BuildContext) -> int:
-    from deploy.env import usable_cores
-
-    return min(ctx.target.threads, usable_cores())
-
-
 def form_facts(ctx: BuildContext) -> tuple[dict[str, Any] | None, str]:
     """What a TVM-timed choice depends on, or (None, why) when neither this machine nor a board can run it."""
     from edgedistill.backends.tvm.onnx_import import import_tvm
@@ -32,7 +26,7 @@ def form_facts(ctx: BuildContext) -> tuple[dict[str, Any] | None, str]:
     can_run, why = host_can_run(ctx.target)
     if not can_run and board is None:
         return None, f"{why}, and no board to time it on (--rpc-tracker HOST:PORT --rpc-key KEY)"
-    where = {"board": board.key, "emulated": board.emulated} if board is not None and not can_run else {"threads": _threads(ctx)}
+    where = {"board": board.key, "emulated": board.emulated} if board is not None and not can_run else {"threads": ctx.timing_threads()}
     return {"tvm": import_tvm().__version__, "tune_trials": trials, "fuse_shift": bool(ctx.options.fuse_shift), **where}, ""
 
 
@@ -52,7 +46,7 @@ def time_forms(ctx: BuildContext, candidates: FormCandidates) -> tuple[dict[str,
         ).path
     tuned = f"tuned {trials} trials" if trials else "untuned"
     if host_can_run(ctx.target)[0]:
-        return _time_here(ctx, candidates, libraries), f"measured on this machine with TVM ({tuned}), {_threads(ctx)} threads"
+        return _time_here(ctx, candidates, libraries), f"measured on this machine with TVM ({tuned}), {ctx.timing_threads()} threads"
     assert board is not None, "form_facts refuses a target with no way to run it"
     how = f"measured on {board.describe()} with TVM ({tuned})"
     return _time_on_board(ctx, candidates, libraries, board), how
@@ -62,7 +56,7 @@ def _time_here(ctx: BuildContext, candidates: FormCandidates, libraries: dict[st
     from deploy.backends import open_runner
     from deploy.measure import MeasureConfig, interleaved
 
-    threads = _threads(ctx)
+    threads = ctx.timing_threads()
     runners = {form: open_runner("tvm", path, threads) for form, path in libraries.items()}
     ctx.report(f"{candidates.role}: timing {', '.join(runners)} with TVM ({threads} threads)")
     stats = interleaved({form: functools.partial(r.run, candidates.inputs) for form, r in runners.items()}, MeasureConfig.quick())
