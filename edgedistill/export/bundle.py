@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from deploy import BUNDLE_FORMAT
 from deploy.backends import get_backend
 from deploy.manifest import sha256_file
 from edgedistill import __version__
+from edgedistill.errors import EdgeDistillError
 from edgedistill.utils.atomic import write_json_atomic, write_text_atomic
 
 
@@ -87,3 +90,47 @@ def finish_bundle(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
 
 def directory_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def foreign_files(bundle: Path) -> list[str] | None:
+    """The files in ``bundle`` that edgedistill did not write, or None when it is not a bundle of ours.
+
+    A bundle of ours has our manifest.json, which lists every file export wrote; ``report/`` holds
+    what ``edgedistill bench`` wrote into it. Anything else is the user's.
+    """
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not str(manifest.get("format", "")).startswith(BUNDLE_FORMAT.split("/")[0] + "/"):
+        return None
+    ours = set(manifest.get("files") or {}) | {"manifest.json"}
+    return sorted(
+        rel for rel in (str(p.relative_to(bundle)) for p in bundle.rglob("*") if not p.is_dir())
+        if rel not in ours and not rel.startswith("report/")
+    )
+
+
+def check_out_dir(out: Path, overwrite: bool, source: Path) -> None:
+    """Refuse, before any work, an --out that would lose a user's files or cannot be written."""
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise EdgeDistillError(f"{out} already exists", "choose another --out, or pass --force to replace a bundle of ours")
+        resolved = out.resolve()
+        if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents or resolved in source.resolve().parents \
+                or resolved == source.resolve():
+            raise EdgeDistillError(f"--out {out} is the current directory or holds the run being exported",
+                                   "--force replaces only a bundle directory; choose another --out")
+        foreign = foreign_files(out) if out.is_dir() and not out.is_symlink() else None
+        if foreign is None:
+            raise EdgeDistillError(f"{out} exists and is not an edgedistill bundle: --force will not replace it",
+                                   "--force replaces only a bundle directory written by 'edgedistill export'; choose another --out")
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise EdgeDistillError(f"bundle {out} holds files edgedistill did not write ({shown}): --force will not delete them",
+                                   "move them out of the bundle, or choose another --out")
+    parent = out.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise EdgeDistillError(f"cannot write the bundle: {parent} is not a writable directory", "choose another --out")
