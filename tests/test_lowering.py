@@ -93,8 +93,15 @@ def test_auto_times_each_form_keeps_the_fastest_and_caches_the_choice(
 def test_tvm_times_its_own_forms_while_the_graph_keeps_onnxruntimes(
         mutual_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    from edgedistill.backends.tvm import compile as compile_module
+
+    compiles: list[str] = []
+    monkeypatch.setattr(compile_module, "compile_onnx", _counting(compile_module.compile_onnx, compiles))
+    messages: list[str] = []
     summary = export_bundle(mutual_run, ExportOptions(out=str(tmp_path / "b"), backend="tvm", models=("student",),
-                                                      parity_samples=4, eval_limit=0))
+                                                      parity_samples=4, eval_limit=0), messages.append)
+    assert len(compiles) == 3  # one per form, to time it; the chosen one is shipped, not compiled again
+    assert any("compiled to time it: shipping it" in m for m in messages)
     entry = load_manifest(Path(summary.bundle))["models"]["student"]
     graph, library = entry["lowering"], entry["artifacts"]["tvm"]["lowering"]
     assert graph["how"].startswith("measured on this machine with onnxruntime")
@@ -104,8 +111,15 @@ def test_tvm_times_its_own_forms_while_the_graph_keeps_onnxruntimes(
     assert entry["artifacts"]["tvm"]["executed_macs"] >= entry["macs"]
     assert all(p["passed"] for p in entry["parity"])  # the library, whatever its form, matches the graph
     assert summary.models[0].lowering.startswith(graph["form"])
-    assert not [p for p in Path(summary.bundle).rglob("*") if p.name.startswith((".tvm-form-", ".lowering-"))]
+    assert not [p for p in Path(summary.bundle).rglob("*") if p.name.startswith((".tvm-form-", ".lowering-", ".tvm-timed"))]
     assert len(list((tmp_path / "cache" / "edgedistill" / "lowering").glob("*.json"))) == 2  # one choice per backend
+
+
+def _counting(function, calls: list):
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return function(*args, **kwargs)
+    return counted
 
 
 def test_a_target_that_cannot_run_here_gets_the_default_and_says_so(mutual_run: Path, tmp_path: Path) -> None:

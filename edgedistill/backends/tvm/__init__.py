@@ -104,13 +104,18 @@ def _compile(ctx: BuildContext, job: CompileJob) -> tuple[dict[str, Any], int]:
     options, target = ctx.options, ctx.target
     budget, board = ctx.state["tvm_tuning"]  # settled by _prepare, before any model
     trials = f", tuning {budget} trials" + (f" on {board.describe()}" if board else "") if budget else " (untuned)"
+    out = ctx.root / "models" / f"{job.role}.tvm.so"
     with _library_form(ctx, job) as (onnx_path, choice):
-        ctx.report(f"{job.role}: compiling with TVM for {target.name}{trials} ({choice.form} form)")
-        artifact = compile_onnx(
-            onnx_path, target, ctx.root / "models" / f"{job.role}.tvm.so", input_name=onnx_export.INPUT_NAME,
-            input_shape=job.shape, tune_trials=budget, tuning_dir=options.tuning_dir, tuning_board=board,
-            fuse_shift=options.fuse_shift, progress=lambda message: ctx.report(f"{job.role}: {message}"),
-        )
+        artifact = form_timing.take_timed_library(ctx, job.role, choice.form, out)
+        if artifact is not None:
+            ctx.report(f"{job.role}: the TVM library of the {choice.form} form was compiled to time it: shipping it")
+        else:
+            ctx.report(f"{job.role}: compiling with TVM for {target.name}{trials} ({choice.form} form)")
+            artifact = compile_onnx(
+                onnx_path, target, out, input_name=onnx_export.INPUT_NAME,
+                input_shape=job.shape, tune_trials=budget, tuning_dir=options.tuning_dir, tuning_board=board,
+                fuse_shift=options.fuse_shift, progress=lambda message: ctx.report(f"{job.role}: {message}"),
+            )
     entry = {**artifact.manifest(ctx.root), "lowering": choice.manifest(),
              "executed_macs": complexity(choice.model, (1, *job.shape[1:])).macs}
     if artifact.tuned_trials:
