@@ -197,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", parents=[common, models], help="measure latency and memory, student vs teacher")
     bench.add_argument("--backend", choices=backend_names(), help="default: the bundle's backend")
     bench.add_argument("--precision", choices=PRECISIONS,
-                       help="which artifact to run: a TensorRT engine built at it, or onnxruntime's fp32 / int8 model "
-                            "(default: the bundle's precision; onnxruntime times fp32 and int8 of an int8 bundle side by side)")
+                       help="which artifact to run: a TensorRT engine built at it, or onnxruntime's fp32 / fp16 / int8 model "
+                            "(default: the bundle's precision; onnxruntime times the fp32 model beside an fp16 or int8 one)")
     bench.add_argument("--runs", type=int, default=100, help="minimum timed runs per model (default 100)")
     bench.add_argument("--min-time", type=float, default=2.0, help="minimum timed seconds per model (default 2)")
     bench.add_argument("--repeats", type=int, default=5, help="repeat blocks, alternating student/teacher (default 5)")

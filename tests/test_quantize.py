@@ -203,9 +203,34 @@ def test_tensorrt_takes_the_precision_flag(mutual_run: Path, tmp_path: Path) -> 
         "not measured (the tensorrt backend builds its code on the device)")
 
 
+def test_an_fp16_bundle_for_a_cpu_with_fp16_arithmetic(mutual_run: Path, tmp_path: Path) -> None:
+    summary = export_bundle(mutual_run, ExportOptions(out=str(tmp_path / "b"), target="rpi5", backend="onnxruntime",
+                                                      models=("student",), precision="fp16", parity_samples=8, eval_limit=64))
+    bundle = Path(summary.bundle)
+    manifest = load_manifest(bundle)
+    assert verify_files(bundle, manifest) == len(manifest["files"]) and manifest["precision"] == "fp16"
+    entry = manifest["models"]["student"]
+    fp16 = entry["artifacts"]["onnxruntime"]
+    assert fp16["path"] == "models/student.fp16.onnx" and fp16["precision"] == "fp16"
+    assert "convert_float_to_float16" in fp16["conversion"]["tool"] and "device" in fp16["verified"]
+    assert 1.8 < fp16["fp32_weight_bytes"] / fp16["weight_bytes"] <= 2.0
+    graph = onnx.load(str(bundle / fp16["path"])).graph
+    floats = {i.data_type for i in graph.initializer if len(i.dims) == 4}
+    assert floats == {onnx.TensorProto.FLOAT16}
+    assert [v.type.tensor_type.elem_type for v in (*graph.input, *graph.output)] == [onnx.TensorProto.FLOAT] * 2
+    parity = [p for p in entry["parity"] if p["candidate"] == "onnxruntime fp16"]
+    assert parity and parity[0]["max_abs_diff"] < 0.05
+    measured = entry["artifact_accuracy"]
+    assert measured["models/student.fp16.onnx"]["precision"] == "fp16"
+    assert abs(measured["models/student.fp16.onnx"]["drop_pt"]) <= 2.0  # 64 images: one image is 1.6 pt
+    assert entry["lowering"]["how"].startswith("not measured")  # an aarch64 board, no tracker
+
+
 @pytest.mark.parametrize(("args", "needles"), [
     (["--precision", "int8", "--backend", "tvm"], ["fake int8", "--backend onnxruntime"]),
-    (["--precision", "fp16"], ["--precision fp16 is not available with the onnxruntime backend", "tensorrt"]),
+    (["--precision", "fp16"], ["--precision fp16 is not available with the onnxruntime backend for target host",
+                               "no fp16 arithmetic on x86_64", "rpi5"]),
+    (["--precision", "fp16", "--target", "rpi4", "--backend", "onnxruntime"], ["rpi4's CPU has no fp16 arithmetic", "asimdhp", "use --precision fp32 or int8"]),
     (["--precision", "int4"], ["int4"]),
     (["--precision", "int8", "--calibration-samples", "4"], ["too few to calibrate int8", "16 or more"]),
     (["--calibration-method", "entropy"], ["applies to --precision int8 only"]),

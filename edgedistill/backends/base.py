@@ -9,7 +9,7 @@ module), imported in ``edgedistill/backends/__init__.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,9 +128,16 @@ class HostBackend:
     precision: Callable[[Target], str] = lambda target: "fp32"
     """The precision exported when --precision is not given (one of ``precisions``)."""
     precisions: tuple[str, ...] = ("fp32",)
-    """What ``--precision`` may ask of this backend; anything else is refused up front."""
-    refused_precisions: Mapping[str, str] = field(default_factory=dict)
-    """precision -> why this backend does not offer it (the error names what can)."""
+    """What ``--precision`` may ask of this backend on some target; anything else is refused up front."""
+    refuses_precision: Callable[[str, Target], str | None] = lambda precision, target: None
+    """Why ``precision`` is not offered for ``target`` (e.g. a CPU with no fp16 arithmetic), or None
+    when it is; the error names what can run it."""
+
+    def offers(self, precision: str, target: Target) -> bool:
+        return precision in self.precisions and self.refuses_precision(precision, target) is None
+
+    def offered_precisions(self, target: Target) -> tuple[str, ...]:
+        return tuple(p for p in self.precisions if self.refuses_precision(p, target) is None)
     graph_form_by: str | None = None
     """The backend whose timer picks the form of the bundle's ONNX graph when not this one: TVM ships the
     graph for onnxruntime (its form chosen by onnxruntime) and picks its own form for its library."""

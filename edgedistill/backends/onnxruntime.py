@@ -1,14 +1,16 @@
 """onnxruntime: the verified ONNX file is the artifact (fp32), or its static int8 quantization
-(:mod:`edgedistill.export.quantize`), calibrated on the run's training images; it runs on every
-CPU bench can reach.
+(:mod:`edgedistill.export.quantize`), calibrated on the run's training images, or its fp16
+conversion (:mod:`edgedistill.export.half`); it runs on every CPU bench can reach.
 
-fp16 is refused: onnxruntime's CPU execution provider has no fp16 convolution on x86 (it inserts
-Casts and computes in fp32, slower than the fp32 model: measured here, 0.18 vs 0.15 ms for a
-ResNet-8), so an fp16 ONNX would be a bigger-than-needed fp32 model, not an fp16 one.
+fp16 is offered only for ARM targets whose CPU has fp16 arithmetic (``asimdhp`` in the target's
+``[cpu] flags``): there MLAS runs fp16 convolutions. Elsewhere it is refused: on x86 onnxruntime
+has no fp16 arithmetic and the fp16 model runs slower than the fp32 one (measured here: ResNet-20
+1.4 vs 0.7 ms), on an ARMv8.0 CPU (Raspberry Pi 4) it would cast back to fp32.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,14 +21,26 @@ if TYPE_CHECKING:
     from edgedistill.export.sources import ModelSource
     from edgedistill.export.targets import Target
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "fp16", "int8")
 TIMING_CALIBRATION = 16
 """Calibration images an int8 candidate form is quantized with for timing (latency does not depend on the scales)."""
 
 
 def _default_precision(target: Target) -> str:
-    """The target's precision where onnxruntime offers it; a GPU target's fp16 means fp32 here."""
-    return target.precision if target.precision in PRECISIONS else "fp32"
+    """The target's precision where it is int8; a GPU target's fp16 (its TensorRT engine's) means fp32 here."""
+    return target.precision if target.precision == "int8" else "fp32"
+
+
+def _refuses_precision(precision: str, target: Target) -> str | None:
+    from edgedistill.export.half import FP16_FLAG
+
+    if precision != "fp16" or (target.arch == "aarch64" and FP16_FLAG in target.cpu_flags):
+        return None
+    if target.arch != "aarch64":
+        return (f"onnxruntime has no fp16 arithmetic on {target.arch} (the fp16 model runs slower than the fp32 one); "
+                "fp16 is offered for ARM targets with fp16 arithmetic, e.g. rpi5")
+    return (f"{target.name}'s CPU has no fp16 arithmetic (no '{FP16_FLAG}' in its [cpu] flags: ARMv8.2-A FEAT_FP16), "
+            "so onnxruntime would compute in fp32 around casts")
 
 
 def _prepare(ctx: BuildContext, _first: ModelSource) -> dict[str, Any] | None:
@@ -38,36 +52,53 @@ def _prepare(ctx: BuildContext, _first: ModelSource) -> dict[str, Any] | None:
 
 
 def _compile(ctx: BuildContext, job: CompileJob) -> tuple[dict[str, Any], int | None]:
-    if ctx.precision != "int8":
+    """The fp16 or int8 model beside the fp32 one, checked against it here (at that precision's
+    tolerance, recorded: a reduced-precision model is judged by its measured top-1)."""
+    if ctx.precision == "fp32":
         return {}, None
     from deploy.backends.onnxruntime_cpu import OnnxRuntimeRunner
     from deploy.onnx_weights import weight_bytes
-    from edgedistill.export import onnx_export
     from edgedistill.export.parity import ParityError, compare, run_batched
-    from edgedistill.export.quantize import quantize_onnx, recommended_settings
 
-    assert ctx.calibration is not None, "export loads the calibration set for int8"
-    settings = recommended_settings(ctx.target, ctx.options.calibration_method)
-    relative = f"models/{job.role}.int8.onnx"
+    relative = f"models/{job.role}.{ctx.precision}.onnx"
     out = ctx.root / relative
-    ctx.report(f"{job.role}: quantizing to int8 with onnxruntime ({settings.activation_type} activations, "
-               f"{settings.method} calibration on {ctx.calibration.source})")
-    record = quantize_onnx(job.onnx_path, out, ctx.calibration.inputs, onnx_export.INPUT_NAME, job.shape[0], settings)
-    ctx.report(f"{job.role}: checking the int8 model against the fp32 one on {job.samples.source}")
+    record = _reduce_precision(ctx, job, out)
+    ctx.report(f"{job.role}: checking the {ctx.precision} model against the fp32 one on {job.samples.source}")
     outputs = run_batched(OnnxRuntimeRunner(out, threads=1).run, job.samples.inputs, ctx.options.batch)
     if not np.all(np.isfinite(outputs)):
-        raise ParityError(f"the int8 {job.role} produces non-finite outputs", "export with --precision fp32, and report the model")
-    parity = compare(job.ort_outputs, outputs, ("onnxruntime", "onnxruntime int8"), precision="int8")
-    job.parity.append(parity)  # recorded; an int8 model is judged by its measured accuracy, not by fp32 tolerances
+        raise ParityError(f"the {ctx.precision} {job.role} produces non-finite outputs",
+                          "export with --precision fp32, and report the model")
+    parity = compare(job.ort_outputs, outputs, ("onnxruntime", f"onnxruntime {ctx.precision}"), precision=ctx.precision)
+    job.parity.append(parity)
     if not parity.passed:
-        ctx.notes.append(f"{job.role}: the int8 outputs are outside the int8 tolerance of the fp32 ones "
-                         f"(max |diff| {parity.max_abs_diff:.3g}, top-1 agreement {100 * parity.top1_agreement:.1f}% "
+        ctx.notes.append(f"{job.role}: the {ctx.precision} outputs are outside the {ctx.precision} tolerance of the fp32 "
+                         f"ones (max |diff| {parity.max_abs_diff:.3g}, top-1 agreement {100 * parity.top1_agreement:.1f}% "
                          f"on {parity.samples} samples): see its measured top-1")
-    job.evaluate.append(LocalArtifact(out, "onnxruntime", "int8"))
-    entry = {"path": relative, "precision": "int8", "quantization": record, "weight_bytes": weight_bytes(out),
-             "fp32_weight_bytes": weight_bytes(job.onnx_path), "verified": "parity (int8 tolerance) with the fp32 "
-             "model on this machine, recorded, not required"}
+    job.evaluate.append(LocalArtifact(out, "onnxruntime", ctx.precision))
+    entry = {"path": relative, "precision": ctx.precision, **record, "weight_bytes": weight_bytes(out),
+             "fp32_weight_bytes": weight_bytes(job.onnx_path),
+             "verified": f"parity ({ctx.precision} tolerance) with the fp32 model on this machine, recorded, not required"}
+    if ctx.precision == "fp16":
+        entry["verified"] += ("; computed here with this machine's onnxruntime kernels, not the device's fp16 ones: "
+                              "'python3 -m deploy.run verify' and 'eval' check it on the device")
     return {"onnxruntime": entry}, out.stat().st_size
+
+
+def _reduce_precision(ctx: BuildContext, job: CompileJob, out: Path) -> dict[str, Any]:
+    """Write ``job``'s model at the bundle's precision to ``out``; its manifest record."""
+    from edgedistill.export import onnx_export
+    from edgedistill.export.half import convert_fp16
+    from edgedistill.export.quantize import quantize_onnx, recommended_settings
+
+    if ctx.precision == "fp16":
+        ctx.report(f"{job.role}: converting to fp16 with onnxruntime (float32 input and output)")
+        return {"conversion": convert_fp16(job.onnx_path, out)}
+    assert ctx.calibration is not None, "export loads the calibration set for int8"
+    settings = recommended_settings(ctx.target, ctx.options.calibration_method)
+    ctx.report(f"{job.role}: quantizing to int8 with onnxruntime ({settings.activation_type} activations, "
+               f"{settings.method} calibration on {ctx.calibration.source})")
+    return {"quantization": quantize_onnx(job.onnx_path, out, ctx.calibration.inputs, onnx_export.INPUT_NAME, job.shape[0],
+                                          settings)}
 
 
 def _form_facts(ctx: BuildContext) -> tuple[dict[str, Any] | None, str]:
@@ -104,22 +135,27 @@ def _time_forms(ctx: BuildContext, candidates: FormCandidates) -> tuple[dict[str
             paths[form] = candidates.workdir / f"{form}.int8.onnx"
             quantize_onnx(path, paths[form], ctx.calibration.inputs[:TIMING_CALIBRATION], onnx_export.INPUT_NAME,
                           candidates.shape[0], settings)
+    elif ctx.precision == "fp16":
+        from edgedistill.export.half import convert_fp16
+
+        for form, path in candidates.onnx.items():
+            paths[form] = candidates.workdir / f"{form}.fp16.onnx"
+            convert_fp16(path, paths[form])
     threads = ctx.timing_threads()
     runners = {form: OnnxRuntimeRunner(path, threads=threads) for form, path in paths.items()}
     ctx.report(f"{candidates.role}: timing {', '.join(runners)} with onnxruntime ({threads} threads, {ctx.precision})")
     stats = interleaved({form: functools.partial(r.run, candidates.inputs) for form, r in runners.items()}, MeasureConfig.quick())
-    how = f"measured on this machine with onnxruntime, {threads} threads" + (", int8" if ctx.precision == "int8" else "")
+    how = f"measured on this machine with onnxruntime, {threads} threads" + (f", {ctx.precision}" if ctx.precision != "fp32" else "")
     return {form: s.median_ms for form, s in stats.items()}, how
 
 
 BACKEND = register(HostBackend(
     name="onnxruntime",
-    summary="the verified ONNX file (fp32, or int8 quantized by onnxruntime), run by onnxruntime on the CPU",
+    summary="the verified ONNX file (fp32; int8 quantized, or fp16 on ARM CPUs with fp16 arithmetic), run by onnxruntime on the CPU",
     prepare=_prepare,
     compile=_compile,
     precision=_default_precision,
     precisions=PRECISIONS,
     form_timer=FormTimer(_form_facts, _time_forms),
-    refused_precisions={"fp16": "onnxruntime's CPU execution provider has no fp16 convolution kernels on x86 "
-                                "(it casts back and computes in fp32, slower than the fp32 model)"},
+    refuses_precision=_refuses_precision,
 ))

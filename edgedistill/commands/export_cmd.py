@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 @click.option("--parity-samples", type=click.IntRange(min=1), default=32, show_default=True, help="Real test images for the parity checks.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]),
               help="Precision of the shipped artifacts: int8 is onnxruntime static quantization (QDQ, calibrated on "
-                   "training images) or a TensorRT int8 engine; the fp32 ONNX stays in the bundle as the reference.  "
+                   "training images) or a TensorRT int8 engine; fp16 is a TensorRT engine, or onnxruntime on ARM CPUs with fp16 "
+                   "arithmetic (rpi5, Jetson CPUs); the fp32 ONNX stays in the bundle as the reference.  "
                    "[default: the target's, where the backend offers it, else fp32]")
 @click.option("--calibration-samples", type=click.IntRange(min=1), default=256, show_default=True,
               help="Real training images int8 is calibrated on (onnxruntime), or shipped for the TensorRT engine build.")

@@ -29,18 +29,20 @@ def choose_precision(options: ExportOptions, target: Target, backend: HostBacken
     precision = options.precision or backend.precision(target)
     if precision not in PRECISIONS:
         raise EdgeDistillError(f"unknown precision {precision!r}", f"use one of: {', '.join(PRECISIONS)}")
-    if precision not in backend.precisions:
-        why = backend.refused_precisions.get(precision) or f"it exports {', '.join(backend.precisions)} only"
-        others = [name for name in target.backends if name != backend.name and precision in get_backend(name).precisions]
-        hint = f"use --precision {' or '.join(backend.precisions)}"
+    if not backend.offers(precision, target):
+        offered = backend.offered_precisions(target)
+        why = backend.refuses_precision(precision, target) or f"it exports {', '.join(offered)} only"
+        others = [name for name in target.backends if name != backend.name and get_backend(name).offers(precision, target)]
+        hint = f"use --precision {' or '.join(offered)}"
         if others:
             hint += f", or --backend {others[0]} for {precision}"
         else:
             elsewhere = [b.name for b in HOST_BACKENDS.values() if precision in b.precisions]
             if elsewhere:
-                hint += f"; {precision} is offered by the {' and '.join(elsewhere)} backend, on a target that has it " \
-                        "(see edgedistill targets)"
-        raise EdgeDistillError(f"--precision {precision} is not available with the {backend.name} backend: {why}", hint)
+                hint += f"; {precision} is offered by the {' and '.join(elsewhere)} backend{'s' if len(elsewhere) > 1 else ''} " \
+                        "on a target that has it (see edgedistill targets)"
+        raise EdgeDistillError(f"--precision {precision} is not available with the {backend.name} backend "
+                               f"for target {target.name}: {why}", hint)
     if options.calibration_method not in CALIBRATION_METHODS:
         raise EdgeDistillError(f"unknown --calibration-method {options.calibration_method!r}",
                                f"use one of: {', '.join(CALIBRATION_METHODS)}")

@@ -151,14 +151,20 @@ def _runs_here(bundle: Bundle) -> tuple[bool, str, str]:
     return ok, f"cannot run the bundle's TVM code here: {why}", hint
 
 
+REFUSED_PRECISIONS = {
+    "int8": "TVM 0.27's Relax ONNX importer turns QuantizeLinear/DequantizeLinear into "
+            "relax quantize/dequantize ops that are legalized to float32 arithmetic around fp32 "
+            "convolutions, so the library would compute in float: a fake int8",
+    "fp16": "this project exports TVM libraries in fp32 only",
+}
+"""Why TVM does not export these precisions (on any target)."""
+
+
 BACKEND = register(HostBackend(
     name="tvm",
     summary="Apache TVM 0.27: a library compiled for the target's CPU (cross-compiled for ARM), CUDA code for Jetson GPUs",
     options=frozenset({"tune_trials", "tuning_dir", "rpc_tracker", "rpc_key", "fuse_shift"}),
-    refused_precisions={"int8": "TVM 0.27's Relax ONNX importer turns QuantizeLinear/DequantizeLinear into "
-                                "relax quantize/dequantize ops that are legalized to float32 arithmetic around fp32 "
-                                "convolutions, so the library would compute in float: a fake int8",
-                        "fp16": "this project exports TVM libraries in fp32 only"},
+    refuses_precision=lambda precision, _target: REFUSED_PRECISIONS.get(precision),
     check_toolchain=_check_toolchain,
     prepare=_prepare,
     compile=_compile,
