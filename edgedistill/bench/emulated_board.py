@@ -7,7 +7,7 @@ For tests and demos of the remote-board path without a board::
     python -m edgedistill.bench.emulated_board serve --tracker 127.0.0.1:9190 --key rpi4-emulated
 
 The root filesystem (Debian bookworm, python3, python3-numpy, and the aarch64
-``apache-tvm`` runtime wheels at the host's versions) is built once and cached
+``apache-tvm`` runtime and ``onnxruntime`` wheels at the host's versions) is built once and cached
 in ``~/.cache/edgedistill/arm64-rootfs`` (or ``$EDGEDISTILL_ARM64_ROOTFS``).
 Only debootstrap's first stage runs; the remaining packages are unpacked with
 ``dpkg-deb`` — enough to run programs through ``qemu-aarch64-static -L ROOTFS``,
@@ -16,6 +16,12 @@ so neither binfmt_misc nor chroot is needed.
 The board runs ``deploy/rpc_server.py`` under qemu and registers with a tracker.
 Outputs computed there are real aarch64 results; its timings are not (every
 figure from it is labelled ``emulated``).
+
+onnxruntime runs there too (:func:`onnxruntime_command`: the bundle's own runner, ``python3 -m
+deploy.run``), with one trick: its CPU detection reads ``/proc/cpuinfo``, which qemu-user passes
+through from this x86 machine, and crashes on it; so the board's python sees an ARM one
+(:data:`EMULATED_CPUINFO`, a Cortex-A76 with fp16 arithmetic), bind-mounted in a private mount
+namespace (``unshare``: root, or unprivileged user namespaces).
 """
 
 from __future__ import annotations
@@ -52,13 +58,23 @@ APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
 PACKAGES = ("python3", "python3-numpy")
 # The board's TVM must match the host's (RPC protocol, module format); typing_extensions
 # is the one pure-Python module that tvm_ffi imports and Debian's is too old.
-WHEELS = ("apache-tvm", "apache-tvm-ffi", "typing_extensions")
+WHEELS = ("apache-tvm", "apache-tvm-ffi", "typing_extensions", "onnxruntime")
 WHEEL_PLATFORM = "manylinux_2_28_aarch64"
 SITE_DIR = "opt/edgedistill/site-packages"
 STAMP = "edgedistill-rootfs.json"
 STAMP_FORMAT = "edgedistill-arm64-rootfs/1"
 # Bump when the build steps change, so cached root filesystems are rebuilt.
-BUILD_REVISION = 2
+BUILD_REVISION = 3
+CPUINFO = "etc/edgedistill/cpuinfo"
+"""Where the root filesystem keeps the ARM /proc/cpuinfo the board's onnxruntime reads."""
+EMULATED_CPUINFO = "".join(
+    f"processor\t: {core}\nBogoMIPS\t: 108.00\n"
+    "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\n"
+    "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x4\nCPU part\t: 0xd0b\nCPU revision\t: 1\n\n"
+    for core in range(4)
+)
+"""A Raspberry Pi 5's (4x Cortex-A76, ARMv8.2-A with fp16 and dot product), as its kernel reports it;
+qemu's default CPU model ("max") has every one of these features."""
 # Dropped after the build: package caches, docs, and TVM's compiler (the board only
 # serves with the runtime library, TVM_USE_RUNTIME_LIB=1) and its C++ headers.
 NOT_NEEDED = (
@@ -276,9 +292,14 @@ def _install_wheels(root: Path, wheels: dict[str, str]) -> None:
             str(root / SITE_DIR),
             *[f"{name}=={version}" for name, version in wheels.items()],
         ],
-        "pip install of the aarch64 TVM wheels",
+        "pip install of the aarch64 TVM and onnxruntime wheels",
         timeout=900,
     )
+
+
+def _write_cpuinfo(root: Path) -> None:
+    (root / CPUINFO).parent.mkdir(parents=True, exist_ok=True)
+    (root / CPUINFO).write_text(EMULATED_CPUINFO, encoding="ascii")
 
 
 def _trim(root: Path) -> None:
@@ -295,6 +316,22 @@ def board_command(rootfs: Path) -> list[str]:
     return [find_tool(QEMU), "-L", str(rootfs), str(rootfs / "usr/bin/python3")]
 
 
+def onnxruntime_command(rootfs: Path) -> list[str]:
+    """The command prefix that runs the board's python3 with an ARM /proc/cpuinfo, so that its
+    onnxruntime starts (see the module's docstring). Raises ToolchainError when this machine
+    cannot make a private mount namespace."""
+    unshare = _which("unshare")
+    if unshare is None:
+        raise ToolchainError("onnxruntime on the emulated board needs unshare", "apt-get install util-linux")
+    namespace = [unshare, "--mount"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
+    done = subprocess.run([*namespace, "true"], capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise ToolchainError(f"onnxruntime on the emulated board needs a private mount namespace: {done.stderr.strip()[:200]}",
+                             "run as root, or allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)")
+    bind = 'mount --bind "$0" /proc/cpuinfo && exec "$@"'
+    return [*namespace, "sh", "-c", bind, str(rootfs / CPUINFO), *board_command(rootfs)]
+
+
 def board_env(rootfs: Path, extra_path: Sequence[Path] = ()) -> dict[str, str]:
     """Environment for the board's python: its TVM wheels, the runtime library, the emulated label."""
     keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "TVM_NUM_THREADS")}
@@ -309,14 +346,17 @@ def board_env(rootfs: Path, extra_path: Sequence[Path] = ()) -> dict[str, str]:
 
 
 def _verify(root: Path) -> str:
-    """Import numpy and the TVM runtime on the emulated board (this also caches their bytecode)."""
+    """Import numpy, the TVM runtime and onnxruntime on the emulated board (this also caches their bytecode)."""
     code = "import numpy, tvm, tvm.rpc; print(numpy.__version__, tvm.__version__)"
-    return _run(
-        [*board_command(root), "-c", code],
-        "importing numpy and TVM on the emulated board",
-        timeout=600,
-        env=board_env(root),
-    ).strip()
+    versions = _run([*board_command(root), "-c", code], "importing numpy and TVM on the emulated board", timeout=600,
+                    env=board_env(root)).strip()
+    try:
+        command = onnxruntime_command(root)
+    except ToolchainError as exc:  # the TVM board works without it
+        return f"{versions}; onnxruntime not checked: {exc.message}"
+    code = "import onnxruntime; print(onnxruntime.__version__)"
+    return versions + " " + _run([*command, "-c", code], "importing onnxruntime on the emulated board", timeout=600,
+                                 env=board_env(root)).strip()
 
 
 @contextlib.contextmanager
@@ -351,6 +391,7 @@ def build_rootfs(rootfs: Path | None = None, *, force: bool = False, mirror: str
             _debootstrap(tmp, mirror)
             _unpack_second_stage(tmp)
             _install_wheels(tmp, wanted["wheels"])
+            _write_cpuinfo(tmp)
             _trim(tmp)
             versions = _verify(tmp)
             stamp = {
