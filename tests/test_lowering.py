@@ -122,11 +122,22 @@ def _counting(function, calls: list):
     return counted
 
 
-def test_a_target_that_cannot_run_here_gets_the_default_and_says_so(mutual_run: Path, tmp_path: Path) -> None:
+def test_a_target_that_cannot_run_here_gets_the_nearest_measured_best_and_says_so(mutual_run: Path, tmp_path: Path) -> None:
     summary = export_bundle(mutual_run, ExportOptions(target="rpi4", backend="onnxruntime", out=str(tmp_path / "b"),
                                                       models=("student",), parity_samples=4))
     chosen = load_manifest(Path(summary.bundle))["models"]["student"]["lowering"]
-    assert chosen["form"] == lowering.UNMEASURED_DEFAULT and chosen["how"].startswith("not measured")
+    assert chosen["form"] == "onehot" and chosen["how"].startswith("not measured (rpi4 is aarch64")
+    assert "never measured with onnxruntime on aarch64; measured best with onnxruntime 1.32 on x86-64" in chosen["how"]
+
+
+def test_the_fallback_form_is_per_backend_and_cpu() -> None:
+    assert lowering.fallback_form("onnxruntime", "x86_64").form == "onehot"
+    tvm = lowering.fallback_form("tvm", "aarch64")
+    assert tvm.form == "trained" and "fused shift kernel" in tvm.evidence  # TVM's fused kernel rewrites the trained form
+    trt = lowering.fallback_form("tensorrt", "aarch64")
+    assert trt.form == "onehot" and trt.evidence.startswith("never measured with tensorrt")
+    teacher = create_model(ModelSpec("resnet8", in_channels=1))
+    assert lowering.unmeasured_choice(teacher, "why", "onnxruntime", "aarch64").form == "trained"  # nothing to rewrite
 
 
 def test_an_unknown_lowering_is_one_error_line(mutual_run: Path, tmp_path: Path) -> None:

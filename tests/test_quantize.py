@@ -200,7 +200,7 @@ def test_tensorrt_takes_the_precision_flag(mutual_run: Path, tmp_path: Path) -> 
     assert np.load(Path(summary.bundle) / manifest["calibration"]["path"]).shape[0] == 16
     assert list(manifest["models"]["student"]["artifact_accuracy"]) == ["models/student.onnx"]
     assert manifest["models"]["student"]["lowering"]["how"].startswith(
-        "not measured (the tensorrt backend builds its code on the device)")
+        "not measured (the tensorrt backend builds its code on the device): onehot, never measured with tensorrt")
 
 
 def test_an_fp16_bundle_for_a_cpu_with_fp16_arithmetic(mutual_run: Path, tmp_path: Path) -> None:

@@ -143,7 +143,8 @@ class HostBackend:
     graph for onnxruntime (its form chosen by onnxruntime) and picks its own form for its library."""
     form_timer: FormTimer | None = None
     """Times the candidate forms of the cheap layers for ``--lowering auto``; None: this backend cannot
-    (its code is built on the device), and the form measured best so far is shipped, labelled as such."""
+    (its code is built on the device), and the form measured best for it on that kind of CPU is shipped
+    (:func:`edgedistill.export.lowering.fallback_form`), labelled as such."""
     runs_here: Callable[[Bundle], tuple[bool, str, str]] = lambda bundle: (True, "", "")
     """Whether bench can run the bundle's artifacts on this machine: (ok, what stops it, what to do)."""
 

@@ -8,8 +8,8 @@ the passing candidates interleaved, with the code it ships and where that code r
 int8 bundle), TVM compiled (and tuned) for the target, here or on the board behind an RPC tracker.
 The fastest wins. The choice is cached per (architecture, input shape, target, backend and what
 its timing depends on): latency does not depend on the weights. A target that cannot be timed from
-here, or a backend that builds its code on the device (TensorRT), gets the form measured best so
-far, labelled as not measured. Used by export, so by ``edgedistill probe`` too.
+here, or a backend that builds its code on the device (TensorRT), gets the form measured best for
+that backend and kind of CPU (:data:`edgedistill.export.lowering.FALLBACKS`), labelled as not measured. Used by export, so by ``edgedistill probe`` too.
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ def choose_form(ctx: BuildContext, backend: HostBackend, role: str, model: Any, 
     if len(forms) == 1:
         return lowering.fixed_choice(model, forms[0], "the only form")
     if backend.form_timer is None:
-        return lowering.unmeasured_choice(model, f"the {backend.name} backend builds its code on the device")
+        return lowering.unmeasured_choice(model, f"the {backend.name} backend builds its code on the device", backend.name,
+                                          ctx.target.arch)
     timing_facts, why = backend.form_timer.facts(ctx)
     if timing_facts is None:
-        return lowering.unmeasured_choice(model, why)
+        return lowering.unmeasured_choice(model, why, backend.name, ctx.target.arch)
     batch = ctx.options.batch
     shape = (batch, *inputs.shape[1:])
     facts = {"model": spec, "shape": shape, "target": ctx.target.raw, "backend": backend.name, "forms": forms,

@@ -154,10 +154,39 @@ def candidate_forms(model: nn.Module) -> list[str]:
     return names
 
 
-# Where the target cannot be reached to time the candidates: one op on the runtime's depthwise
-# kernel beat the shift's K² copies on every runtime measured so far (DESIGN.md, 2026-12); the
-# other cheap kinds stay as trained until a board says otherwise.
-UNMEASURED_DEFAULT = "onehot"
+@dataclass(frozen=True)
+class Fallback:
+    """The form shipped where the candidates cannot be timed, and the measurement that says so."""
+
+    form: str
+    evidence: str
+
+
+ANY_CPU = "*"
+FALLBACKS: dict[tuple[str, str], Fallback] = {
+    ("onnxruntime", "x86_64"): Fallback(
+        "onehot", "measured best with onnxruntime 1.32 on x86-64 (ResNet-20 shift 32×32, 2 threads: onehot 0.27 ms, "
+                  "trained 1.09; ResNet-18 224×224: 7.6 vs 13.5 ms; 2026-12)"),
+    ("tvm", ANY_CPU): Fallback(
+        "trained", "measured best with TVM 0.27 on x86-64 (ResNet-20 shift 32×32 untuned: trained 1.64 ms, onehot 1.71, "
+                   "folded 35.3; 2026-12), and the form the fused shift kernel (--fuse-shift) rewrites"),
+}
+"""(backend, CPU architecture) -> the form measured best there. Only the shift has a choice without
+timing (folded wins only where measured); group and depthwise layers stay as trained."""
+
+
+def fallback_form(backend: str, arch: str) -> Fallback:
+    """The measured-best form for ``backend`` on a CPU of ``arch``; where that pair was never measured,
+    the nearest measurement (the same backend on another CPU, else onnxruntime on x86-64), saying so."""
+    if (backend, arch) in FALLBACKS:
+        return FALLBACKS[backend, arch]
+    if (backend, ANY_CPU) in FALLBACKS:
+        return FALLBACKS[backend, ANY_CPU]
+    elsewhere = next(((a, f) for (b, a), f in FALLBACKS.items() if b == backend), None)
+    if elsewhere:
+        return Fallback(elsewhere[1].form, f"never measured with {backend} on {arch}; {elsewhere[1].evidence}")
+    nearest = FALLBACKS["onnxruntime", "x86_64"]
+    return Fallback(nearest.form, f"never measured with {backend}; {nearest.evidence}")
 
 
 @dataclass
@@ -183,9 +212,11 @@ def fixed_choice(model: nn.Module, form: str, how: str) -> LoweringChoice:
     return LoweringChoice(form, lowered, layers, how, {})
 
 
-def unmeasured_choice(model: nn.Module, why: str) -> LoweringChoice:
-    form = UNMEASURED_DEFAULT if UNMEASURED_DEFAULT in candidate_forms(model) else "trained"
-    return fixed_choice(model, form, f"not measured ({why}): {form}, the form measured best on CPUs so far")
+def unmeasured_choice(model: nn.Module, why: str, backend: str, arch: str) -> LoweringChoice:
+    """The form measured best for ``backend`` on ``arch`` CPUs, for a target that cannot be timed (``why``)."""
+    fallback = fallback_form(backend, arch)
+    form = fallback.form if fallback.form in candidate_forms(model) else "trained"
+    return fixed_choice(model, form, f"not measured ({why}): {form}, {fallback.evidence}")
 
 
 def cache_key(**facts: object) -> str:
