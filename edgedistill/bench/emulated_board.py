@@ -323,10 +323,16 @@ def onnxruntime_command(rootfs: Path) -> list[str]:
     unshare = _which("unshare")
     if unshare is None:
         raise ToolchainError("onnxruntime on the emulated board needs unshare", "apt-get install util-linux")
-    namespace = [unshare, "--mount"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
-    bind = [*namespace, "sh", "-c", 'mount --bind "$0" /proc/cpuinfo && exec "$@"', str(rootfs / CPUINFO)]
-    done = subprocess.run([*bind, "true"], capture_output=True, text=True, timeout=30)
-    if done.returncode != 0:
+    user = [] if os.geteuid() == 0 else ["--map-root-user"]
+    # unshare makes every mount private first, which fails inside a chroot ("/" is no mount point);
+    # there /proc alone is made private in the new namespace, so the bind never reaches this one's.
+    for namespace, first in (([unshare, "--mount", *user], ""),
+                             ([unshare, "--mount", "--propagation", "unchanged", *user], "mount --make-rprivate /proc && ")):
+        bind = [*namespace, "sh", "-c", first + 'mount --bind "$0" /proc/cpuinfo && exec "$@"', str(rootfs / CPUINFO)]
+        done = subprocess.run([*bind, "true"], capture_output=True, text=True, timeout=30)
+        if done.returncode == 0:
+            break
+    else:
         raise ToolchainError("onnxruntime on the emulated board needs a private mount namespace to show it an ARM "
                              f"/proc/cpuinfo: {done.stderr.strip()[:200]}",
                              "run as root, or allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)")
