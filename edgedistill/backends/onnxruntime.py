@@ -10,6 +10,7 @@ has no fp16 arithmetic and the fp16 model runs slower than the fp32 one (measure
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ import numpy as np
 from edgedistill.backends.base import BuildContext, CompileJob, FormCandidates, FormTimer, HostBackend, LocalArtifact, register
 
 if TYPE_CHECKING:
+    from edgedistill.export.samples import Samples
     from edgedistill.export.sources import ModelSource
     from edgedistill.export.targets import Target
 
@@ -62,7 +64,7 @@ def _compile(ctx: BuildContext, job: CompileJob) -> tuple[dict[str, Any], int | 
 
     relative = f"models/{job.role}.{ctx.precision}.onnx"
     out = ctx.root / relative
-    record = _reduce_precision(ctx, job, out)
+    record = _reduce_precision(ctx, job.onnx_path, out, ctx.calibration, job.shape[0], lambda what: ctx.report(f"{job.role}: {what}"))
     ctx.report(f"{job.role}: checking the {ctx.precision} model against the fp32 one on {job.samples.source}")
     outputs = run_batched(OnnxRuntimeRunner(out, threads=1).run, job.samples.inputs, ctx.options.batch)
     if not np.all(np.isfinite(outputs)):
@@ -84,21 +86,22 @@ def _compile(ctx: BuildContext, job: CompileJob) -> tuple[dict[str, Any], int | 
     return {"onnxruntime": entry}, out.stat().st_size
 
 
-def _reduce_precision(ctx: BuildContext, job: CompileJob, out: Path) -> dict[str, Any]:
-    """Write ``job``'s model at the bundle's precision to ``out``; its manifest record."""
+def _reduce_precision(ctx: BuildContext, source: Path, out: Path, calibration: Samples | None, batch: int,
+                      report: Callable[[str], None]) -> dict[str, Any]:
+    """Write ``source`` at the bundle's precision (fp16 or int8, calibrated on ``calibration``) to
+    ``out``; its manifest record. Used for the shipped model and for every candidate form timed."""
     from edgedistill.export import onnx_export
     from edgedistill.export.half import convert_fp16
     from edgedistill.export.quantize import quantize_onnx, recommended_settings
 
     if ctx.precision == "fp16":
-        ctx.report(f"{job.role}: converting to fp16 with onnxruntime (float32 input and output)")
-        return {"conversion": convert_fp16(job.onnx_path, out)}
-    assert ctx.calibration is not None, "export loads the calibration set for int8"
+        report("converting to fp16 with onnxruntime (float32 input and output)")
+        return {"conversion": convert_fp16(source, out)}
+    assert calibration is not None, "export loads the calibration set for int8"
     settings = recommended_settings(ctx.target, ctx.options.calibration_method)
-    ctx.report(f"{job.role}: quantizing to int8 with onnxruntime ({settings.activation_type} activations, "
-               f"{settings.method} calibration on {ctx.calibration.source})")
-    return {"quantization": quantize_onnx(job.onnx_path, out, ctx.calibration.inputs, onnx_export.INPUT_NAME, job.shape[0],
-                                          settings)}
+    report(f"quantizing to int8 with onnxruntime ({settings.activation_type} activations, {settings.method} calibration "
+           f"on {calibration.source})")
+    return {"quantization": quantize_onnx(source, out, calibration.inputs, onnx_export.INPUT_NAME, batch, settings)}
 
 
 def _form_facts(ctx: BuildContext) -> tuple[dict[str, Any] | None, str]:
@@ -124,23 +127,15 @@ def _time_forms(ctx: BuildContext, candidates: FormCandidates) -> tuple[dict[str
     from deploy.measure import MeasureConfig, interleaved
 
     paths = dict(candidates.onnx)
-    if ctx.precision == "int8":
-        from edgedistill.export import onnx_export
-        from edgedistill.export.quantize import quantize_onnx, recommended_settings
+    if ctx.precision != "fp32":  # timed at the bundle's precision: latency does not depend on the int8 scales
+        from edgedistill.export.samples import Samples
 
-        assert ctx.calibration is not None, "export loads the calibration set for int8"
-        settings = recommended_settings(ctx.target, ctx.options.calibration_method)
+        calibration = None if ctx.calibration is None else \
+            Samples(ctx.calibration.inputs[:TIMING_CALIBRATION], f"{TIMING_CALIBRATION} of {ctx.calibration.source}")
         for form, path in candidates.onnx.items():
-            ctx.report(f"{candidates.role}: quantizing the {form} form to time it in int8")
-            paths[form] = candidates.workdir / f"{form}.int8.onnx"
-            quantize_onnx(path, paths[form], ctx.calibration.inputs[:TIMING_CALIBRATION], onnx_export.INPUT_NAME,
-                          candidates.shape[0], settings)
-    elif ctx.precision == "fp16":
-        from edgedistill.export.half import convert_fp16
-
-        for form, path in candidates.onnx.items():
-            paths[form] = candidates.workdir / f"{form}.fp16.onnx"
-            convert_fp16(path, paths[form])
+            paths[form] = candidates.workdir / f"{form}.{ctx.precision}.onnx"
+            _reduce_precision(ctx, path, paths[form], calibration, candidates.shape[0],
+                              lambda what, form=form: ctx.report(f"{candidates.role} ({form} form, to time it): {what}"))
     threads = ctx.timing_threads()
     runners = {form: OnnxRuntimeRunner(path, threads=threads) for form, path in paths.items()}
     ctx.report(f"{candidates.role}: timing {', '.join(runners)} with onnxruntime ({threads} threads, {ctx.precision})")
