@@ -63,6 +63,13 @@ def artifact_accuracy(
     return checkpoint, {"measured": "checkpoint"}
 
 
+def lowering_source(manifest_entry: Dict[str, Any], backend: str) -> Dict[str, Any]:
+    """The manifest record of the form a backend's code is in: its artifact's own where the backend
+    chose a form for itself (TVM times its forms), else the ONNX graph's."""
+    artifact = (manifest_entry.get("artifacts") or {}).get(backend.split("-")[0]) or {}
+    return artifact if artifact.get("lowering") else manifest_entry
+
+
 def result_entry(
     model: str, backend: str, threads: Optional[int], latency: Dict[str, Any], memory: Optional[Dict[str, Any]],
     manifest_entry: Dict[str, Any], **extra: Any
@@ -77,6 +84,7 @@ def result_entry(
         **extra,
         **{key: manifest_entry.get(key) for key in ("params", "macs", "arch", "cheap")},
     }
+    row.setdefault("lowering", lowering_source(manifest_entry, backend).get("lowering"))
     row["accuracy"], row["accuracy_source"] = artifact_accuracy(manifest_entry, extra.get("artifact"), extra.get("precision"))
     tuning = ((manifest_entry.get("artifacts") or {}).get("tvm") or {}).get("tuning")
     if backend.startswith("tvm") and tuning is not None:

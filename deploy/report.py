@@ -63,6 +63,7 @@ COLUMNS: Tuple[Tuple[str, bool, Cell], ...] = (
     ("backend", True, lambda document, result: _backend(result)),
     ("model", True, lambda document, result: result["model"]),
     ("precision", True, lambda document, result: result.get("precision")),
+    ("form", True, lambda document, result: (result.get("lowering") or {}).get("form")),
     ("threads", False, lambda document, result: None if result.get("threads") is None else str(result["threads"])),
     ("median ms", True, _latency("median", 3)),
     ("p90 ms", True, _latency("p90", 3)),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.backends import open_runner
-from deploy.bench import make_input
+from deploy.bench import lowering_source, make_input
 from deploy.env import environment_record, usable_cores
 from deploy.manifest import Bundle
 from deploy.measure import MeasureConfig, interleaved
@@ -245,7 +245,7 @@ def _time_on_board(bundles: dict[str, Bundle], options: ProbeOptions) -> tuple[d
 def _row(label: str, bundles: dict[str, Bundle], medians: dict[str, dict[str, float]], teacher: Bundle) -> ProbeRow:
     """``label``'s row: ``bundles`` holds its bundle per timed backend (each in that backend's form)."""
     entries = {b: bundle.model(bundle.model_names()[0]) for b, bundle in bundles.items()}
-    forms = {b: _shipped_form(e) for b, e in entries.items()}
+    forms = {b: _shipped_form(e, b) for b, e in entries.items()}
     entry = next(iter(entries.values()))
     teacher_entry = teacher.model(teacher.model_names()[0])
     speedup = {b: medians[TEACHER][b] / ms for b, ms in medians[label].items()}
@@ -256,11 +256,9 @@ def _row(label: str, bundles: dict[str, Bundle], medians: dict[str, dict[str, fl
                     {b: s / macs_ratio for b, s in speedup.items()})
 
 
-def _shipped_form(entry: dict[str, Any]) -> dict[str, Any]:
-    """The form the timed code is in, how it was chosen and the MACs it executes: the TVM library's own
-    choice where it made one, else the graph's."""
-    tvm = (entry.get("artifacts") or {}).get("tvm") or {}
-    source = tvm if tvm.get("lowering") else entry
+def _shipped_form(entry: dict[str, Any], backend: str) -> dict[str, Any]:
+    """The form ``backend``'s timed code is in, how it was chosen and the MACs it executes."""
+    source = lowering_source(entry, backend)
     chosen = source.get("lowering") or {"form": "trained", "how": "as trained"}
     return {"form": chosen["form"], "how": chosen.get("how", ""), "executed_macs": source.get("executed_macs", entry["macs"])}
 

@@ -150,3 +150,24 @@ def test_the_one_hot_form_is_bitwise_the_trained_shift() -> None:
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert np.array_equal(lowering.lower(model, "onehot")[0](x).numpy(), model(x).numpy())
+
+
+def test_eager_pytorch_runs_the_fastest_form_that_matches_the_trained_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgedistill.bench.torch_eager import eager_form
+
+    model, x = _student("shift"), torch.randn(1, 3, 32, 32)
+    choice = eager_form(model, x, threads=1)
+    assert set(choice.median_ms) == {"trained", "onehot", "folded"} and choice.form == min(choice.median_ms, key=choice.median_ms.get)
+    assert choice.how == "measured in eager PyTorch on this machine, 1 threads"
+    with torch.inference_mode():
+        torch.testing.assert_close(choice.model(x), model(x), atol=1e-4, rtol=1e-3)
+
+    def wrong(layer):  # a form that computes something else, however fast
+        conv = lowering.LOWERINGS["folded"].rewrite(layer)
+        conv.weight.data.mul_(2)
+        return conv
+
+    monkeypatch.setitem(lowering.LOWERINGS, "wrong", lowering.Lowering("wrong", "doubled weights", wrong))
+    assert "wrong" not in eager_form(model, x, threads=1).median_ms
+    teacher = eager_form(create_model(ModelSpec("resnet8", 10, 3)).eval(), x, threads=1)
+    assert (teacher.form, teacher.how, teacher.median_ms) == ("trained", "the only form", {})

@@ -14,6 +14,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--lowering", default="trained", help="form of the cheap layers (edgedistill export --lowering)")
     parser.add_argument("--shape", required=True, help="input shape, e.g. 1,1,32,32")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=10)
@@ -23,12 +24,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from deploy.memory_probe import measure_peak
     from edgedistill.checkpoints import load_model_checkpoint
+    from edgedistill.export.lowering import lower
 
     torch.set_num_threads(args.threads)
     x = torch.randn(tuple(int(d) for d in args.shape.split(",")))
 
     def work() -> None:
-        model = load_model_checkpoint(args.checkpoint).build()
+        model = lower(load_model_checkpoint(args.checkpoint).build(), args.lowering)[0]
         with torch.inference_mode():
             for _ in range(args.runs):
                 model(x)
