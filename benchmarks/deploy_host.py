@@ -120,7 +120,8 @@ def main() -> None:
     parser.add_argument("--tune-trials", type=int, nargs="*", default=[64, 256],
                         help="MetaSchedule budgets for the tuned TVM rows (ResNet-20 only; 0 or none to skip)")
     parser.add_argument("--tune-imagenet", action="store_true", help="also tune the 224×224 networks (long)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[2],
+                        help="intra-op thread counts; each is a separate interleaved run (e.g. --threads 1 2)")
     parser.add_argument("--quick", action="store_true", help="20 runs / 0.3 s instead of the full method")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "edgedistill" / "deploy-host")
@@ -146,41 +147,45 @@ def main() -> None:
         fused = ", fused shift" if args.fuse_shift else ""
         backends = [("onnxruntime", "onnxruntime", None),
                     *[(f"tvm ({'untuned' if t == 0 else f'{t} trials'}{fused})", "tvm", t) for t in budgets_here]]
-        print(f"measuring {arch}: {len(entries)} networks × {', '.join(b[0] for b in backends)}, interleaved", flush=True)
-        measured = measure(entries, backends, args.threads, config, not args.no_memory)
-        for label, _, trials in backends:
-            teacher = measured[("teacher", label)]["latency_ms"]["median"]
-            for e in entries:
-                m, form = measured[(e["variant"], label)], e["forms"][trials]
-                rows.append({
-                    "arch": arch, "variant": e["variant"], "model": e["model"], "backend": label, "params": e["params"],
-                    "form": form["form"], "form_how": form["how"], "form_candidates_ms": form["candidates_ms"],
-                    "executed_macs": form["executed_macs"], "macs": e["macs"], "macs_ratio": entries[0]["macs"] / e["macs"],
-                    "latency_ms": m["latency_ms"], "speedup": teacher / m["latency_ms"]["median"], "memory": m["memory"],
-                    "compile_seconds": form.get("seconds"),
-                })
-    by_key = {(r["arch"], r["variant"], r["backend"]): r for r in rows}
+        for threads in args.threads:
+            print(f"measuring {arch}: {len(entries)} networks × {', '.join(b[0] for b in backends)}, {threads} threads, "
+                  "interleaved", flush=True)
+            measured = measure(entries, backends, threads, config, not args.no_memory)
+            for label, _, trials in backends:
+                teacher = measured[("teacher", label)]["latency_ms"]["median"]
+                for e in entries:
+                    m, form = measured[(e["variant"], label)], e["forms"][trials]
+                    rows.append({
+                        "arch": arch, "variant": e["variant"], "model": e["model"], "backend": label, "threads": threads,
+                        "params": e["params"], "form": form["form"], "form_how": form["how"],
+                        "form_candidates_ms": form["candidates_ms"], "executed_macs": form["executed_macs"], "macs": e["macs"],
+                        "macs_ratio": entries[0]["macs"] / e["macs"], "latency_ms": m["latency_ms"],
+                        "speedup": teacher / m["latency_ms"]["median"], "memory": m["memory"],
+                        "compile_seconds": form.get("seconds"),
+                    })
+    by_key = {(r["arch"], r["variant"], r["backend"], r["threads"]): r for r in rows}
     for r in rows:
-        ort = by_key.get((r["arch"], r["variant"], "onnxruntime"))
+        ort = by_key.get((r["arch"], r["variant"], "onnxruntime", r["threads"]))
         r["vs_onnxruntime"] = r["latency_ms"]["median"] / ort["latency_ms"]["median"] if ort else None
         r["speedup_vs_macs"] = r["speedup"] / r["macs_ratio"] if r["variant"] != "teacher" else None
 
-    result = {"benchmark": "deploy-host", "environment": environment_record(args.threads), "method": config.to_dict(),
+    result = {"benchmark": "deploy-host", "environment": environment_record(max(args.threads)), "threads": args.threads, "method": config.to_dict(),
               "tune_trials": budgets, "lowering": args.lowering, "tvm_lowering": args.tvm_lowering or args.lowering,
               "fuse_shift": args.fuse_shift,
               "note": "freshly initialised weights: latency and memory only", "rows": rows}
     write_json_atomic(RESULTS / f"{args.name}.json", result)
-    lines = [f"Host: {result['environment']['cpu_model']}, {args.threads} threads. Batch 1. Median latency (ms) with p90; "
-             "speed-up = teacher median / network median on the same backend; 'vs ORT' = latency / onnxruntime latency.", "",
-             "| network | variant | form | MACs | executed MACs | MACs ratio | backend | median ms | p90 ms | cv | speed-up | speed-up / MACs ratio | vs ORT | peak RSS Δ MiB | file MiB |",
-             "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"Host: {result['environment']['cpu_model']}, {', '.join(map(str, args.threads))} threads. Batch 1. Median latency "
+             "(ms) with p90; speed-up = teacher median / network median on the same backend and threads; 'vs ORT' = latency / "
+             "onnxruntime latency.", "",
+             "| network | variant | form | MACs | executed MACs | MACs ratio | backend | threads | median ms | p90 ms | cv | speed-up | speed-up / MACs ratio | vs ORT | peak RSS Δ MiB | file MiB |",
+             "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lat, mem = r["latency_ms"], r["memory"] or {}
         rss = "—" if not mem else f"{mem['peak_rss_delta_bytes'] / 2**20:.1f}"
         size = "—" if not mem else f"{mem['file_bytes'] / 2**20:.2f}"
         eff = "—" if r["speedup_vs_macs"] is None else f"{r['speedup_vs_macs']:.2f}"
         lines.append(f"| {r['arch']} | {r['variant']} | {r['form']} | {r['macs'] / 1e6:.1f} M | {r['executed_macs'] / 1e6:.1f} M | "
-                     f"{r['macs_ratio']:.1f}× | {r['backend']} | "
+                     f"{r['macs_ratio']:.1f}× | {r['backend']} | {r['threads']} | "
                      f"{lat['median']:.3f} | {lat['p90']:.3f} | {lat['cv']:.2f} | {r['speedup']:.2f}× | {eff} | "
                      f"{r['vs_onnxruntime']:.2f} | {rss} | {size} |")
     write_text_atomic(RESULTS / f"{args.name}.md", "\n".join(lines) + "\n")

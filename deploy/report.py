@@ -80,10 +80,18 @@ COLUMNS: Tuple[Tuple[str, bool, Cell], ...] = (
 )
 
 
+def thread_sweep(documents: Sequence[Dict[str, Any]]) -> bool:
+    """Whether the rows of ``documents`` ran at different thread counts (each then says its count)."""
+    return len({result.get("threads") for document in documents for result in document["results"]}) > 1
+
+
 def latency_table(documents: Sequence[Dict[str, Any]], wide: bool = True,
                   show_where: bool = True) -> Tuple[List[str], List[List[Optional[str]]]]:
-    """Headers and rows (plain text; None = no figure) of every result of ``documents``."""
-    columns = [(h, cell) for h, narrow, cell in COLUMNS if (wide or narrow) and (show_where or h != "where")]
+    """Headers and rows (plain text; None = no figure) of every result of ``documents``; the threads
+    column is in the narrow table too when the rows ran with different thread counts."""
+    sweep = thread_sweep(documents)
+    columns = [(h, cell) for h, narrow, cell in COLUMNS
+               if (wide or narrow or (h == "threads" and sweep)) and (show_where or h != "where")]
     rows = [[cell(document, result) for _, cell in columns] for document in documents for result in document["results"]]
     return [h for h, _ in columns], rows
 

@@ -71,6 +71,21 @@ def test_every_local_backend_student_vs_teacher(bundle: Path, tmp_path: Path) ->
     assert all(r["tvm_tuning_trials"] == 0 for r in tvm_rows) and "--tune-trials" in text  # untuned TVM is flagged
 
 
+def test_a_thread_sweep_measures_and_compares_at_each_count(bundle: Path, tmp_path: Path) -> None:
+    code, output = _bench(str(bundle), *QUICK[:-2], "--threads", "1", "--threads", "2", "--backend", "onnxruntime",
+                          "--no-memory", "--out", str(tmp_path / "r"), "--json")
+    assert code == 0, output
+    report = json.loads(output)
+    assert sorted((r["threads"], r["model"]) for d in report["documents"] for r in d["results"]) == [
+        (1, "student"), (1, "teacher"), (2, "student"), (2, "teacher")]
+    assert [d["environment"]["threads"] for d in report["documents"]] == [1, 2]
+    assert sorted(c["backend"] for c in report["comparisons"]) == ["onnxruntime, 1 thread", "onnxruntime, 2 threads"]
+    code, output = _bench(str(bundle), *QUICK[:-2], "--threads", "1", "--threads", "2", "--backend", "onnxruntime",
+                          "--no-memory", "--out", str(tmp_path / "r"), "--no-plot")
+    assert code == 0, output
+    assert "threads" in output and "onnxruntime, 2 threads" in output  # the narrow table shows the count when it varies
+
+
 def test_device_result_is_imported_into_the_same_report(bundle: Path, tmp_path: Path) -> None:
     result_file = tmp_path / "device.json"
     device = subprocess.run(  # exactly what a board runs, from inside the bundle

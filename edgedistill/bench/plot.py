@@ -1,12 +1,12 @@
 """Accuracy against latency, student and teacher per backend (PNG, matplotlib): colour is the
-backend and machine, marker shape the precision (fp32, int8 side by side)."""
+backend and machine (and thread count in a sweep), marker shape the precision (fp32, int8 side by side)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from deploy.report import where
+from deploy.report import thread_sweep, where
 from edgedistill.errors import ToolchainError
 from edgedistill.utils.atomic import save_with
 
@@ -25,9 +25,11 @@ def plot_accuracy_latency(documents: list[dict[str, Any]], path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     colours: dict[str, Any] = {}
     precisions: set[str] = set()
+    sweep = thread_sweep(documents)
     for document in documents:
         for r in document["results"]:
-            label = f"{r['backend']} @ {where(document)}"
+            threads = f", {r.get('threads')} threads" if sweep else ""
+            label = f"{r['backend']}{threads} @ {where(document)}"
             first = label not in colours
             colour = colours.setdefault(label, f"C{len(colours) % 10}")
             precision = str(r.get("precision") or "fp32")

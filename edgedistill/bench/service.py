@@ -36,7 +36,8 @@ class BenchOptions:
     backends: tuple[str, ...] = ()
     """Empty: every backend that can run here (or the board, with an RPC tracker)."""
     models: tuple[str, ...] = ("student", "teacher")
-    threads: int | None = None
+    threads: tuple[int, ...] = ()
+    """Thread counts to measure at, each on its own; empty: the target's, at most this machine's cores."""
     config: MeasureConfig = field(default_factory=MeasureConfig)
     memory: bool = True
     rpc_tracker: str | None = None
@@ -192,14 +193,15 @@ def run_bench(source: str | None, options: BenchOptions, report: Report | None =
         bundle_dir = path if is_bundle(path) else bundle_for_run(path, options, report)
         bundle = Bundle.load(bundle_dir, verify=True, force=options.force or bool(options.rpc_tracker))
         models = [m for m in options.models if m in bundle.manifest["models"]]
-        threads = options.threads or min(bundle.default_threads or usable_cores(), usable_cores())
+        thread_counts = options.threads or (min(bundle.default_threads or usable_cores(), usable_cores()),)
         sources = pytorch_sources(bundle, models)
-        for backend in _choose_backends(bundle, options, sources is not None):
-            report(f"measuring {', '.join(models)} with {backend} ({threads} threads)")
-            if backend == PYTORCH:
-                documents.append(_pytorch_document(bundle, sources, options, threads))
-            else:
-                documents.append(bench_bundle(bundle, backend, models, threads, options.config, options.memory))
+        for threads in thread_counts:
+            for backend in _choose_backends(bundle, options, sources is not None):
+                report(f"measuring {', '.join(models)} with {backend} ({threads} threads)")
+                if backend == PYTORCH:
+                    documents.append(_pytorch_document(bundle, sources, options, threads))
+                else:
+                    documents.append(bench_bundle(bundle, backend, models, threads, options.config, options.memory))
         if options.rpc_tracker:
             from edgedistill.bench.remote import bench_remote
 

@@ -23,7 +23,10 @@ from edgedistill.ui import err_console, out_console, status_reporter, table
 @click.option("--backend", "-b", "backends", multiple=True, cls=ListingOption, listing=backend_names,
               help="pytorch | {names} (repeatable).  [default: all that run here]")
 @click.option("--model", "models", type=click.Choice(["student", "teacher", "both"]), default="both", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="Threads for every runtime.  [default: the target's, at most this machine's cores]")
+@click.option("--threads", type=click.IntRange(min=1), multiple=True,
+              help="Threads for every runtime; repeat to measure at each count (--threads 1 --threads 2: a small "
+                   "student often runs fastest on one thread, its teacher on more).  [default: the target's, at most "
+                   "this machine's cores]")
 @click.option("--runs", type=int, default=100, show_default=True, help="Minimum timed runs per model.")
 @click.option("--min-time", type=float, default=2.0, show_default=True, help="Minimum timed seconds per model.")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Interleaved blocks (student, teacher, ...).")
@@ -44,7 +47,7 @@ from edgedistill.ui import err_console, out_console, status_reporter, table
               "or upload to an RPC board without checking its architecture.")
 @json_option
 @friendly_errors
-def bench_command(source: str | None, target: str, backends: tuple[str, ...], models: str, threads: int | None, runs: int,
+def bench_command(source: str | None, target: str, backends: tuple[str, ...], models: str, threads: tuple[int, ...], runs: int,
                   min_time: float, repeats: int, warmup_runs: int, warmup_time: float, no_memory: bool, rpc_tracker: str | None,
                   rpc_key: str | None, rpc_wait: float, imports: tuple[str, ...], out: str | None, plot: bool, wide: bool,
                   force: bool, as_json: bool) -> None:

@@ -227,7 +227,7 @@ def _bench_stage(root: Path, threads: int | None, quick: bool) -> None:
     err_console.rule("3/3  benchmark")
     with status_reporter("benchmarking") as report:
         timing = MeasureConfig.quick() if quick else MeasureConfig()
-        options = BenchOptions(threads=threads, config=timing, memory=not quick)
+        options = BenchOptions(threads=(threads,) if threads else (), config=timing, memory=not quick)
         result = run_bench(str(root / "bundle"), options, _literal(report))
     render_bench(result.documents)
     written = write_report(result.documents, root / "bundle" / "report")
