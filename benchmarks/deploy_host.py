@@ -169,7 +169,8 @@ def main() -> None:
         r["vs_onnxruntime"] = r["latency_ms"]["median"] / ort["latency_ms"]["median"] if ort else None
         r["speedup_vs_macs"] = r["speedup"] / r["macs_ratio"] if r["variant"] != "teacher" else None
 
-    result = {"benchmark": "deploy-host", "environment": environment_record(max(args.threads)), "threads": args.threads, "method": config.to_dict(),
+    result = {"benchmark": "deploy-host", "environment": environment_record(max(args.threads)), "threads": args.threads,
+              "method": config.to_dict(),
               "tune_trials": budgets, "lowering": args.lowering, "tvm_lowering": args.tvm_lowering or args.lowering,
               "fuse_shift": args.fuse_shift,
               "note": "freshly initialised weights: latency and memory only", "rows": rows}

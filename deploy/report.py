@@ -85,6 +85,11 @@ def thread_sweep(documents: Sequence[Dict[str, Any]]) -> bool:
     return len({result.get("threads") for document in documents for result in document["results"]}) > 1
 
 
+def threads_label(threads: int) -> str:
+    """"1 thread", "2 threads": how a row of a thread sweep names its count."""
+    return f"{threads} thread{'s' if threads > 1 else ''}"
+
+
 def latency_table(documents: Sequence[Dict[str, Any]], wide: bool = True,
                   show_where: bool = True) -> Tuple[List[str], List[List[Optional[str]]]]:
     """Headers and rows (plain text; None = no figure) of every result of ``documents``; the threads

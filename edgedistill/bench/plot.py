@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deploy.report import thread_sweep, where
+from deploy.report import thread_sweep, threads_label, where
 from edgedistill.errors import ToolchainError
 from edgedistill.utils.atomic import save_with
 
@@ -28,7 +28,7 @@ def plot_accuracy_latency(documents: list[dict[str, Any]], path: Path) -> Path:
     sweep = thread_sweep(documents)
     for document in documents:
         for r in document["results"]:
-            threads = f", {r.get('threads')} threads" if sweep else ""
+            threads = f", {threads_label(r['threads'])}" if sweep and r.get("threads") is not None else ""
             label = f"{r['backend']}{threads} @ {where(document)}"
             first = label not in colours
             colour = colours.setdefault(label, f"C{len(colours) % 10}")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import BENCH_FORMAT
-from deploy.report import accuracy_notes, latency_table, student_teacher_pairs, thread_sweep, warnings, where
+from deploy.report import accuracy_notes, latency_table, student_teacher_pairs, thread_sweep, threads_label, warnings, where
 from deploy.atomic import current_umask
 from edgedistill.errors import EdgeDistillError
 
@@ -118,7 +118,7 @@ def compare_documents(documents: list[dict[str, Any]]) -> list[Comparison]:
     for document in documents:
         for backend, (s, t) in student_teacher_pairs(document).items():
             if sweep and s.get("threads") is not None:  # the same backend at several thread counts
-                backend = f"{backend}, {s['threads']} thread{'s' if s['threads'] > 1 else ''}"
+                backend = f"{backend}, {threads_label(s['threads'])}"
             speedup = t["latency_ms"]["median"] / s["latency_ms"]["median"]
             macs = _ratio(t.get("macs"), s.get("macs"))
             s_mem, t_mem = s.get("memory") or {}, t.get("memory") or {}

@@ -70,18 +70,18 @@ def bench_pytorch(
     torch.set_num_threads(threads)
     shape = bundle.input_shape
     x = torch.randn(shape)
-    forms = {role: eager_form(load_model_checkpoint(path).build(), x, threads) for role, path in checkpoints.items()}
+    choices = {role: eager_form(load_model_checkpoint(path).build(), x, threads) for role, path in checkpoints.items()}
     with torch.inference_mode():
-        stats = interleaved({role: (lambda m=f.model: m(x)) for role, f in forms.items()}, config)
+        stats = interleaved({role: (lambda m=c.model: m(x)) for role, c in choices.items()}, config)
     results = []
-    for role, form in forms.items():
+    for role, choice in choices.items():
         entry = bundle.model(role)
-        weight_bytes = sum(p.numel() * p.element_size() for p in form.model.state_dict().values())
-        mem = _memory(checkpoints[role], form.form, shape, threads, memory_runs) if memory else None
+        weight_bytes = sum(p.numel() * p.element_size() for p in choice.model.state_dict().values())
+        mem = _memory(checkpoints[role], choice.form, shape, threads, memory_runs) if memory else None
         if mem is not None:
             mem["weight_bytes"] = weight_bytes
         results.append(result_entry(role, "pytorch", threads, stats[role].to_dict(), mem, entry, precision="fp32",
-                                    lowering=form.manifest()))
+                                    lowering=choice.manifest()))
     env = environment_record(threads)
     env["runtimes"] = {**env.get("runtimes", {}), "torch": torch.__version__}
     return bench_document(bundle, env, config.to_dict(), results)
