@@ -168,6 +168,51 @@ def test_metaschedule_sees_the_fused_kernel_as_a_tuned_task(exports: dict[str, P
     assert all(any(op in name for op in TUNED_OPS) for name in shift_tasks)
 
 
+def _shift_tasks(path: Path, padded: bool = True) -> list:
+    """MetaSchedule's tuning tasks of the fused kernels of the ONNX model at ``path``."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgedistill.backends.tvm.shift_schedule import is_shift_conv_task
+    from edgedistill.backends.tvm.tuning import _prepare
+
+    shape = SHAPE if path.stem != "table" else (1, 12, 9, 10)
+    fused, _ = fused_shift.fuse_shift_conv(_relax(path, shape), padded=padded)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 2})
+    tasks = ms.relax_integration.extract_tasks(_prepare(fused, target), target)
+    return [task for task in tasks if is_shift_conv_task(task.dispatched[0])]
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_every_tiling_of_the_shift_template_computes_the_same_kernel(exports: dict[str, Path], padded: bool) -> None:
+    """Each fused task (stride 1 and 2, odd sizes, tail channels, bias and ReLU behind it) scheduled by
+    the template with several sampled tilings: each build gives what the unscheduled kernel gives."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgedistill.backends.tvm.shift_schedule import schedule_shift_conv
+
+    tasks = _shift_tasks(exports["onehot"], padded)
+    assert len(tasks) == SHIFTS
+    for task in tasks:
+        func = task.dispatched[0]
+        rng = np.random.default_rng(5)
+        args = [rng.standard_normal([int(d) for d in info.shape]).astype(str(info.dtype)) for info in ms.arg_info.ArgInfo.from_entry_func(func)]
+
+        def run(mod) -> np.ndarray:  # noqa: ANN001
+            tensors = [tvm.runtime.tensor(a) for a in args]
+            tvm.compile(mod, target="llvm")(*tensors)
+            return tensors[-1].numpy()
+
+        expected = run(func)
+        tilings = set()
+        for seed in range(1, 5):
+            sch = s_tir.Schedule(func, seed=seed)
+            schedule_shift_conv(sch)
+            tilings.add(tuple(tuple(int(v) for v in d) for d in sch.trace.decisions.values()))
+            np.testing.assert_allclose(run(sch.mod), expected, rtol=1e-5, atol=1e-5, err_msg=task.task_name)
+        assert len(tilings) > 1, task.task_name  # a sampled space, not one schedule
+
+
 def test_compile_onnx_records_the_fusion_and_can_turn_it_off(exports: dict[str, Path], tmp_path: Path) -> None:
     from edgedistill.backends.tvm.compile import compile_onnx, run_local
     from edgedistill.export.targets import load_target
@@ -181,6 +226,38 @@ def test_compile_onnx_records_the_fusion_and_can_turn_it_off(exports: dict[str, 
         assert artifact.fused == expect
         assert artifact.manifest(tmp_path).get("fused") == expect
         np.testing.assert_allclose(run_local(artifact.path, x), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_kernels_are_tuned_in_the_template_and_retuned_when_their_records_come_from_another_space(
+        exports: dict[str, Path], tmp_path: Path) -> None:
+    from edgedistill.backends.tvm import shift_schedule, tuning
+    from edgedistill.backends.tvm.compile import compile_onnx, run_local
+    from edgedistill.export.targets import load_target
+
+    x = np.random.default_rng(6).standard_normal(SHAPE).astype(np.float32)
+    reference = ort.InferenceSession(str(exports["onehot"])).run(None, {INPUT_NAME: x})[0]
+
+    def compile_tuned(name: str):  # noqa: ANN202 - a TvmArtifact
+        artifact = compile_onnx(exports["onehot"], load_target("host"), tmp_path / f"{name}.so", input_name=INPUT_NAME,
+                                input_shape=SHAPE, fuse_shift=True, tune_trials=8, tuning_dir=tmp_path / "db")
+        np.testing.assert_allclose(run_local(artifact.path, x), reference, rtol=1e-5, atol=1e-5)
+        return artifact
+
+    first = compile_tuned("first")
+    meta = tuning.read_meta(first.tuning_database)
+    spaces = [w.get("space") for w in meta["workloads"].values()]
+    assert spaces.count(shift_schedule.SPACE) == SHIFTS and len(spaces) > SHIFTS  # the stem and the real 1×1 too
+    assert compile_tuned("again").tuning_reused
+
+    # A database whose fused-kernel records were searched in another space (an older template, or
+    # MetaSchedule's own rules): those tasks, and only those, are searched again.
+    for workload in meta["workloads"].values():
+        workload.pop("space", None)
+    (first.tuning_database / tuning.META_FILE).write_text(json.dumps(meta))
+    retuned = compile_tuned("retuned")
+    assert not retuned.tuning_reused and retuned.tuning_details["measured_now"] > 0
+    meta = tuning.read_meta(first.tuning_database)
+    assert [w.get("space") for w in meta["workloads"].values()].count(shift_schedule.SPACE) == SHIFTS
 
 
 def test_export_fuse_shift_ships_a_fused_library_checked_like_every_artifact(mutual_run: Path, tmp_path: Path) -> None:

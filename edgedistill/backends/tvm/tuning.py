@@ -71,6 +71,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from edgedistill.backends.tvm.shift_schedule import SPACE as SHIFT_SPACE, is_shift_conv_task, shift_conv_space
 from edgedistill.errors import ToolchainError
 from edgedistill.utils.atomic import write_json_atomic
 from edgedistill.utils.cache import cache_dir
@@ -407,6 +408,20 @@ def _drop_unnamed_handlers(logger: logging.Logger) -> None:
         logger.removeHandler(handler)
 
 
+def _tune_contexts(tasks: list[Any], work_dir: Path, strategy: Any) -> tuple[list[Any], list[float]]:
+    """MetaSchedule's tune contexts of ``tasks``: the fused shift kernels search our template
+    (:mod:`~edgedistill.backends.tvm.shift_schedule`), every other task MetaSchedule's own rules."""
+    from tvm.s_tir import meta_schedule as ms
+
+    contexts, weights = [], []
+    for task in tasks:
+        space = shift_conv_space() if _space(task) == SHIFT_SPACE else "post-order-apply"
+        made = ms.relax_integration.extracted_tasks_to_tune_contexts([task], str(work_dir), space=space, strategy=strategy)
+        contexts += made[0]
+        weights += made[1]
+    return contexts, weights
+
+
 def _tune(tasks: list[Any], needs: list[int], total: int, target: Any, work_dir: Path, report: Progress,
           board: BoardRunner | None, linker: str | None) -> None:
     """Run MetaSchedule on ``tasks`` (each at most its ``needs``, ``total`` in all) into a fresh JSONDatabase in ``work_dir``."""
@@ -418,7 +433,7 @@ def _tune(tasks: list[Any], needs: list[int], total: int, target: Any, work_dir:
     ms_logger.setLevel(logging.WARNING)
     _drop_unnamed_handlers(ms_logger)
     per_task = max(needs)
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(tasks, str(work_dir), strategy=_search(per_task))
+    contexts, weights = _tune_contexts(tasks, work_dir, _search(per_task))
     ms.tune.tune_tasks(
         tasks=contexts,
         task_weights=weights,
@@ -493,7 +508,8 @@ def apply_tuning(
         with _locked(db_dir, exclusive=False):
             meta = read_meta(db_dir)
             counts = _record_counts(_load_database(db_dir / meta["generation"]))[0] if meta else Counter()
-    done = {key: max(counts[key], int(((meta or {}).get("workloads", {}).get(key) or {}).get("asked", 0))) for key in keys}
+    recorded = (meta or {}).get("workloads", {})
+    done = {key: _done(task, counts[key], recorded.get(key) or {}) for task, key in zip(tasks, keys)}
     lacking = [(task, key, share - done[key]) for task, key in zip(tasks, keys) if done[key] < share]
     # One task may appear twice in a model (two identical convs are one task); tune it once.
     seen: set[str] = set()
@@ -511,6 +527,20 @@ def apply_tuning(
         with _load_database(db_dir / generation):  # the current database: the pipeline opens no other
             tuned = relax.get_pipeline("static_shape_tuning", total_trials=0, target=target, work_dir=str(db_dir / generation))(mod)
     return tuned, replace(result, generation=generation, seconds=time.perf_counter() - start)
+
+
+def _space(task: Any) -> str | None:
+    """The name of the design space ``task`` is searched in, when it is ours (None: MetaSchedule's rules)."""
+    return SHIFT_SPACE if is_shift_conv_task(task.dispatched[0]) else None
+
+
+def _done(task: Any, measured: int, recorded: Mapping[str, Any]) -> int:
+    """How many of its trials ``task`` already has: none when its records come from another design space
+    (it is searched again, and the best of all its records applies)."""
+    space = _space(task)
+    if space and recorded.get("space") != space:
+        return 0
+    return max(measured, int(recorded.get("asked", 0)))
 
 
 def _target_record(target: Any) -> Any:
@@ -558,8 +588,11 @@ def _tune_lacking(lacking: list[tuple[Any, str, int]], share: int, trials: int, 
             workloads = dict((meta or {}).get("workloads") or {})
             for task, key, _ in lacking:
                 old = workloads.get(key) or {}
-                workloads[key] = {"task": task.task_name, "asked": max(int(old.get("asked", 0)), share),
+                same_space = old.get("space") == _space(task)
+                workloads[key] = {"task": task.task_name, "asked": max(int(old.get("asked", 0)) if same_space else 0, share),
                                   "measured": counts[key], "failed": fails[key]}
+                if _space(task):
+                    workloads[key]["space"] = _space(task)
             run = {
                 "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "trials": total, "failed": bad, "tasks": len(lacking), "share": share,
