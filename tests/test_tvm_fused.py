@@ -172,14 +172,13 @@ def _shift_tasks(path: Path, padded: bool = True) -> list:
     """MetaSchedule's tuning tasks of the fused kernels of the ONNX model at ``path``."""
     from tvm.s_tir import meta_schedule as ms
 
-    from edgedistill.backends.tvm.shift_schedule import is_shift_conv_task
-    from edgedistill.backends.tvm.tuning import _prepare
+    from edgedistill.backends.tvm.tuning import fuse_kernels
 
     shape = SHAPE if path.stem != "table" else (1, 12, 9, 10)
     fused, _ = fused_shift.fuse_shift_conv(_relax(path, shape), padded=padded)
     target = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 2})
-    tasks = ms.relax_integration.extract_tasks(_prepare(fused, target), target)
-    return [task for task in tasks if is_shift_conv_task(task.dispatched[0])]
+    tasks = ms.relax_integration.extract_tasks(fuse_kernels(fused, target), target)
+    return [task for task in tasks if fused_shift.PRIMFUNC_NAME in task.task_name]
 
 
 @pytest.mark.parametrize("padded", [True, False])
@@ -189,7 +188,7 @@ def test_every_tiling_of_the_shift_template_computes_the_same_kernel(exports: di
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
-    from edgedistill.backends.tvm.shift_schedule import schedule_shift_conv
+    from edgedistill.backends.tvm.conv_schedule import schedule_sampled
 
     tasks = _shift_tasks(exports["onehot"], padded)
     assert len(tasks) == SHIFTS
@@ -207,7 +206,7 @@ def test_every_tiling_of_the_shift_template_computes_the_same_kernel(exports: di
         tilings = set()
         for seed in range(1, 5):
             sch = s_tir.Schedule(func, seed=seed)
-            schedule_shift_conv(sch)
+            schedule_sampled(sch)
             tilings.add(tuple(tuple(int(v) for v in d) for d in sch.trace.decisions.values()))
             np.testing.assert_allclose(run(sch.mod), expected, rtol=1e-5, atol=1e-5, err_msg=task.task_name)
         assert len(tilings) > 1, task.task_name  # a sampled space, not one schedule
@@ -215,6 +214,7 @@ def test_every_tiling_of_the_shift_template_computes_the_same_kernel(exports: di
 
 def test_compile_onnx_records_the_fusion_and_can_turn_it_off(exports: dict[str, Path], tmp_path: Path) -> None:
     from edgedistill.backends.tvm.compile import compile_onnx, run_local
+    from edgedistill.backends.tvm.tuning import fuse_kernels
     from edgedistill.export.targets import load_target
 
     x = np.random.default_rng(4).standard_normal(SHAPE).astype(np.float32)
@@ -225,12 +225,19 @@ def test_compile_onnx_records_the_fusion_and_can_turn_it_off(exports: dict[str, 
                                 input_shape=SHAPE, **options)
         assert artifact.fused == expect
         assert artifact.manifest(tmp_path).get("fused") == expect
+        # Untuned, every conv kernel gets the default direct-conv schedule: the stem, the real depthwise
+        # and its 1×1, and each shift (one fused kernel, or its one-hot depthwise and its 1×1; kernels of
+        # the same shapes are one kernel).
+        kernels = _prim_names(fuse_kernels(fused_shift.fuse_shift_conv(_relax(exports["onehot"]))[0] if fuse else _relax(exports["onehot"]),
+                                           tvm.target.Target(artifact.target)))
+        assert artifact.default_scheduled == sum("conv2d" in name for name in kernels) >= 3 + SHIFTS
+        assert artifact.manifest(tmp_path)["default_scheduled"] == artifact.default_scheduled
         np.testing.assert_allclose(run_local(artifact.path, x), reference, rtol=1e-5, atol=1e-5)
 
 
-def test_fused_kernels_are_tuned_in_the_template_and_retuned_when_their_records_come_from_another_space(
+def test_conv_kernels_are_tuned_in_the_template_and_retuned_when_their_records_come_from_another_space(
         exports: dict[str, Path], tmp_path: Path) -> None:
-    from edgedistill.backends.tvm import shift_schedule, tuning
+    from edgedistill.backends.tvm import conv_schedule, tuning
     from edgedistill.backends.tvm.compile import compile_onnx, run_local
     from edgedistill.export.targets import load_target
 
@@ -243,21 +250,26 @@ def test_fused_kernels_are_tuned_in_the_template_and_retuned_when_their_records_
         np.testing.assert_allclose(run_local(artifact.path, x), reference, rtol=1e-5, atol=1e-5)
         return artifact
 
+    def spaces() -> dict[str, str | None]:
+        return {w["task"]: w.get("space") for w in tuning.read_meta(first.tuning_database)["workloads"].values()}
+
     first = compile_tuned("first")
-    meta = tuning.read_meta(first.tuning_database)
-    spaces = [w.get("space") for w in meta["workloads"].values()]
-    assert spaces.count(shift_schedule.SPACE) == SHIFTS and len(spaces) > SHIFTS  # the stem and the real 1×1 too
+    convs = [task for task in spaces() if "conv2d" in task]
+    assert sum(fused_shift.PRIMFUNC_NAME in task for task in convs) == SHIFTS and len(convs) > SHIFTS  # the stem, the real convs
+    assert all(spaces()[task] == conv_schedule.SPACE for task in convs)
+    assert all(space is None for task, space in spaces().items() if task not in convs)  # the matmul: MetaSchedule's rules
     assert compile_tuned("again").tuning_reused
 
-    # A database whose fused-kernel records were searched in another space (an older template, or
+    # A database whose conv records were searched in another space (an older template, or
     # MetaSchedule's own rules): those tasks, and only those, are searched again.
+    meta = tuning.read_meta(first.tuning_database)
     for workload in meta["workloads"].values():
         workload.pop("space", None)
     (first.tuning_database / tuning.META_FILE).write_text(json.dumps(meta))
     retuned = compile_tuned("retuned")
     assert not retuned.tuning_reused and retuned.tuning_details["measured_now"] > 0
-    meta = tuning.read_meta(first.tuning_database)
-    assert [w.get("space") for w in meta["workloads"].values()].count(shift_schedule.SPACE) == SHIFTS
+    assert tuning.read_meta(first.tuning_database)["runs"][-1]["tasks"] == len(convs)
+    assert all(spaces()[task] == conv_schedule.SPACE for task in convs)
 
 
 def test_export_fuse_shift_ships_a_fused_library_checked_like_every_artifact(mutual_run: Path, tmp_path: Path) -> None:

@@ -12,6 +12,9 @@
 * ``tune_trials > 0`` tunes the CPU code with MetaSchedule into the target's one database,
   shared by every model (see :mod:`edgedistill.backends.tvm.tuning`); candidates run here, or on
   a board through an RPC tracker (``tuning_board``).
+* every conv kernel that no tuning record covers (all of them with ``tune_trials=0``) gets the
+  default direct-convolution schedule of :mod:`edgedistill.backends.tvm.conv_schedule` (parallel,
+  register-tiled, vectorised); TVM itself would compile it as naive scalar loops on one thread.
 * ``fuse_shift=True`` compiles each shift → 1×1 conv of the CPU code as one kernel that reads
   the shifted addresses directly (:mod:`edgedistill.backends.tvm.fused_shift`). Off by default:
   on ResNet-20 32×32 here it was slower than the plain depthwise + 1×1 kernels, untuned and with
@@ -36,7 +39,8 @@ from edgedistill.backends.tvm import cuda as tvm_cuda
 from edgedistill.export.targets import Target, host_arch, host_can_run
 from edgedistill.backends.tvm.fused_shift import fuse_for_compile
 from edgedistill.backends.tvm.onnx_import import FALLBACK_HINT, import_tvm, onnx_to_relax
-from edgedistill.backends.tvm.tuning import BoardRunner, apply_tuning, database_dir, default_tuning_dir
+from edgedistill.backends.tvm.conv_schedule import schedule_untuned
+from edgedistill.backends.tvm.tuning import BoardRunner, apply_tuning, database_dir, default_tuning_dir, fuse_kernels
 from edgedistill.toolchains import cc
 from edgedistill.utils.atomic import atomic_path
 
@@ -62,6 +66,7 @@ class TvmArtifact:
     compile_seconds: float = 0.0
     linker: str = ""  # compiler that linked the .so ("" for .tar)
     fused: dict[str, int] | None = None  # fused kernels in the CPU library, e.g. {"shift_conv": 18}; None: fusion off
+    default_scheduled: int = 0  # conv kernels of the CPU library with no tuning record: scheduled by conv_schedule's default
 
     def manifest(self, root: str | os.PathLike[str]) -> dict[str, Any]:
         """The ``artifacts.tvm`` entry of a bundle manifest, paths relative to ``root``."""
@@ -73,6 +78,7 @@ class TvmArtifact:
             "not_compiled": dict(self.not_compiled),
             "tuning": {"trials": self.tuned_trials, "reused": self.tuning_reused, **self.tuning_details},
             "compile_seconds": round(self.compile_seconds, 2),
+            "default_scheduled": self.default_scheduled,
         }
         if self.fused is not None:
             entry["fused"] = dict(self.fused)
@@ -208,6 +214,11 @@ def compile_onnx(
         cpu_mod, tuning = apply_tuning(cpu_mod, tvm.target.Target(cpu), db_dir=db_dir, trials=tune_trials, can_tune=host_can_run(target),
                                        report=report, board=tuning_board,
                                        linker=(linker or find_linker(target)) if tuning_board else None)
+    else:
+        cpu_mod = fuse_kernels(cpu_mod, tvm.target.Target(cpu))
+    cpu_mod, default_scheduled = schedule_untuned(cpu_mod)  # TVM would compile them as naive scalar loops
+    if default_scheduled:
+        report(f"{default_scheduled} conv kernels without a tuning record get the default direct-convolution schedule")
     report(f"compiling for {cpu['mtriple']} / {cpu['mcpu']}")
     _export(tvm, _build(tvm, cpu_mod, cpu), out, fmt, linker, report)
 
@@ -235,6 +246,7 @@ def compile_onnx(
         compile_seconds=time.perf_counter() - start,
         linker=linker,
         fused=fused,
+        default_scheduled=default_scheduled,
     )
 
 

@@ -71,7 +71,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edgedistill.backends.tvm.shift_schedule import SPACE as SHIFT_SPACE, is_shift_conv_task, shift_conv_space
+from edgedistill.backends.tvm.conv_schedule import SPACE as CONV_SPACE, conv_space, is_conv_task
 from edgedistill.errors import ToolchainError
 from edgedistill.utils.atomic import write_json_atomic
 from edgedistill.utils.cache import cache_dir
@@ -342,7 +342,9 @@ def _rpc_runner(board: BoardRunner) -> Any:
     return runner
 
 
-def _prepare(mod: Any, target: Any) -> Any:
+def fuse_kernels(mod: Any, target: Any) -> Any:
+    """``mod`` legalized to TIR and fused into the kernels that are tuned and scheduled (what MetaSchedule
+    extracts its tasks from, and what the pipeline that applies the database produces)."""
     from tvm import relax, transform
 
     with target:
@@ -409,13 +411,13 @@ def _drop_unnamed_handlers(logger: logging.Logger) -> None:
 
 
 def _tune_contexts(tasks: list[Any], work_dir: Path, strategy: Any) -> tuple[list[Any], list[float]]:
-    """MetaSchedule's tune contexts of ``tasks``: the fused shift kernels search our template
-    (:mod:`~edgedistill.backends.tvm.shift_schedule`), every other task MetaSchedule's own rules."""
+    """MetaSchedule's tune contexts of ``tasks``: conv kernels search our direct-conv template
+    (:mod:`~edgedistill.backends.tvm.conv_schedule`), every other task MetaSchedule's own rules."""
     from tvm.s_tir import meta_schedule as ms
 
     contexts, weights = [], []
     for task in tasks:
-        space = shift_conv_space() if _space(task) == SHIFT_SPACE else "post-order-apply"
+        space = conv_space() if _space(task) == CONV_SPACE else "post-order-apply"
         made = ms.relax_integration.extracted_tasks_to_tune_contexts([task], str(work_dir), space=space, strategy=strategy)
         contexts += made[0]
         weights += made[1]
@@ -499,7 +501,7 @@ def apply_tuning(
     from tvm import relax
 
     start = time.perf_counter()
-    prepared = _prepare(mod, target)
+    prepared = fuse_kernels(mod, target)
     tasks, _ = _tuning_tasks(prepared, target)
     share = max(1, math.ceil(trials / len(tasks))) if tasks else 0
     keys = [_workload_key(_normalise(task.dispatched[0])) for task in tasks]
@@ -531,7 +533,7 @@ def apply_tuning(
 
 def _space(task: Any) -> str | None:
     """The name of the design space ``task`` is searched in, when it is ours (None: MetaSchedule's rules)."""
-    return SHIFT_SPACE if is_shift_conv_task(task.dispatched[0]) else None
+    return CONV_SPACE if is_conv_task(task.dispatched[0]) else None
 
 
 def _done(task: Any, measured: int, recorded: Mapping[str, Any]) -> int:
