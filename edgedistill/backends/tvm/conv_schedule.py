@@ -57,10 +57,19 @@ def conv_block(sch: Any) -> Any | None:
 
 
 def is_conv_task(mod: Any) -> bool:
-    """Whether a tuning task's module is a conv kernel the template schedules."""
+    """Whether a tuning task's module is a conv kernel the template schedules (tried at its default
+    tiles: a kernel it does not fit keeps MetaSchedule's rules rather than failing the search)."""
     from tvm import s_tir
 
-    return conv_block(s_tir.Schedule(mod)) is not None
+    sch = s_tir.Schedule(mod)
+    conv = conv_block(sch)
+    if conv is None:
+        return False
+    try:
+        schedule_conv(sch, conv, _default)
+    except s_tir.ScheduleError:
+        return False
+    return True
 
 
 def schedule_conv(sch: Any, conv: Any, tile: Tiler) -> None:
