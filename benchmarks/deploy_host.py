@@ -39,6 +39,7 @@ from deploy.measure import MeasureConfig, interleaved
 from deploy.memory import memory_figures
 from edgedistill.backends import BuildContext, get_backend
 from edgedistill.backends.tvm.compile import compile_onnx
+from edgedistill.backends.tvm.form_timing import take_timed_library
 from edgedistill.cheap import CheapSpec
 from edgedistill.export.form_choice import choose_form
 from edgedistill.export.onnx_export import INPUT_NAME, export_onnx
@@ -84,9 +85,11 @@ def build(work: Path, arch: str, variant: str, trial_budgets: list[int], lowerin
         if trials is not None:
             start = time.perf_counter()
             library = work / f"{arch}-{variant}-{choice.form}-t{trials}{'-fused' if fuse_shift else ''}.so"
-            artifact = compile_onnx(onnx_path, ctx.target, library, input_name=INPUT_NAME,
-                                    input_shape=shape, tune_trials=trials, tuning_dir=work / "tuning", fuse_shift=fuse_shift,
-                                    progress=lambda m: print(f"  {arch}/{variant}/{trials}: {m}", flush=True))
+            # The library auto compiled to time this form, if it did (else compiled now); none is left in work/.
+            artifact = take_timed_library(ctx, f"{arch}/{variant}", choice.form, library) or compile_onnx(
+                onnx_path, ctx.target, library, input_name=INPUT_NAME, input_shape=shape, tune_trials=trials,
+                tuning_dir=work / "tuning", fuse_shift=fuse_shift,
+                progress=lambda m: print(f"  {arch}/{variant}/{trials}: {m}", flush=True))
             form.update(path=artifact.path, seconds=time.perf_counter() - start)
         entry["forms"][trials] = form
     return entry
