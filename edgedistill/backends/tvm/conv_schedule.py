@@ -59,17 +59,23 @@ def conv_block(sch: Any) -> Any | None:
 def is_conv_task(mod: Any) -> bool:
     """Whether a tuning task's module is a conv kernel the template schedules (tried at its default
     tiles: a kernel it does not fit keeps MetaSchedule's rules rather than failing the search)."""
+    return _default_schedule(mod) is not None
+
+
+def _default_schedule(mod: Any) -> Any | None:
+    """``mod``'s conv kernel scheduled by the template at its default tiles, or None: not a conv
+    kernel, or one the template does not fit (it stays as it was: slow, still correct)."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(mod)
     conv = conv_block(sch)
     if conv is None:
-        return False
+        return None
     try:
         schedule_conv(sch, conv, _default)
     except s_tir.ScheduleError:
-        return False
-    return True
+        return None
+    return sch
 
 
 def schedule_conv(sch: Any, conv: Any, tile: Tiler) -> None:
@@ -122,20 +128,13 @@ def schedule_untuned(mod: Any) -> tuple[Any, int]:
     """``mod`` (legalized and fused) with every conv kernel that nothing scheduled given the template
     at its default tiles, and how many were. A kernel the template cannot schedule stays as it was."""
     import tvm
-    from tvm import s_tir
 
     scheduled = 0
     for gvar, func in list(mod.functions_items()):
         if not isinstance(func, tvm.tirx.PrimFunc) or (func.attrs and func.attrs.get("tirx.is_scheduled")):
             continue
-        sch = s_tir.Schedule(func)
-        conv = conv_block(sch)
-        if conv is None:
-            continue
-        try:
-            schedule_conv(sch, conv, _default)
-        except s_tir.ScheduleError:  # a kernel shape the template does not fit stays unscheduled (slow, still correct)
-            continue
-        mod[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
-        scheduled += 1
+        sch = _default_schedule(func)
+        if sch is not None:
+            mod[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+            scheduled += 1
     return mod, scheduled

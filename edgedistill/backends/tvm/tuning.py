@@ -590,11 +590,12 @@ def _tune_lacking(lacking: list[tuple[Any, str, int]], share: int, trials: int, 
             workloads = dict((meta or {}).get("workloads") or {})
             for task, key, _ in lacking:
                 old = workloads.get(key) or {}
-                same_space = old.get("space") == _space(task)
-                workloads[key] = {"task": task.task_name, "asked": max(int(old.get("asked", 0)) if same_space else 0, share),
+                space = _space(task)
+                asked_before = int(old.get("asked", 0)) if old.get("space") == space else 0
+                workloads[key] = {"task": task.task_name, "asked": max(asked_before, share),
                                   "measured": counts[key], "failed": fails[key]}
-                if _space(task):
-                    workloads[key]["space"] = _space(task)
+                if space:
+                    workloads[key]["space"] = space
             run = {
                 "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "trials": total, "failed": bad, "tasks": len(lacking), "share": share,
