@@ -14,7 +14,7 @@ Writes benchmarks/results/deploy-host.{json,md} and prints the table.
     python benchmarks/deploy_host.py                              # defaults below: ~9 min on 2 cores once tuned, ~30 the first time
     python benchmarks/deploy_host.py --tune-trials 0 --quick      # no tuning, short timing
     python benchmarks/deploy_host.py --no-tvm --name deploy-host-lowered   # onnxruntime only, students in their fastest form
-    python benchmarks/deploy_host.py --variants shift --tune-trials 256 --tune-imagenet --fuse-shift --tvm-lowering trained \
+    python benchmarks/deploy_host.py --variants shift --tune-trials 256 --tune-imagenet --tvm-lowering fused \
         --skip-untuned --name deploy-host-fused   # the fused shift kernel, tuned, against onnxruntime at both sizes (~40 min the first time)
 
 Each student is exported, per backend, in the form ``edgedistill export`` would ship with that
@@ -39,7 +39,7 @@ from deploy.measure import MeasureConfig, interleaved
 from deploy.memory import memory_figures
 from edgedistill.backends import BuildContext, get_backend
 from edgedistill.backends.tvm.compile import compile_onnx
-from edgedistill.backends.tvm.form_timing import take_timed_library
+from edgedistill.backends.tvm.form_timing import FUSED, take_timed_library
 from edgedistill.cheap import CheapSpec
 from edgedistill.export.form_choice import choose_form
 from edgedistill.export.onnx_export import INPUT_NAME, export_onnx
@@ -53,16 +53,15 @@ NETWORKS = {"resnet20": (10, 32), "imagenet_resnet18": (1000, 224)}
 VARIANTS = {"teacher": None, "group": CheapSpec("group", groups=4), "depthwise": CheapSpec("depthwise"), "shift": CheapSpec("shift")}
 
 
-def _context(work: Path, lowering: str, trials: int | None, fuse_shift: bool = False) -> BuildContext:
+def _context(work: Path, lowering: str, trials: int | None) -> BuildContext:
     """What choose_form sees of an export: onnxruntime's (trials None) or TVM's with ``trials``, on this host."""
-    options = ExportOptions(lowering=lowering, tune_trials=trials, tuning_dir=str(work / "tuning"), fuse_shift=fuse_shift)
+    options = ExportOptions(lowering=lowering, tune_trials=trials, tuning_dir=str(work / "tuning"))
     ctx = BuildContext(work, load_target("host"), options, lambda m: print(f"  {m}", flush=True))
     ctx.state["tvm_tuning"] = (trials or 0, None)
     return ctx
 
 
-def build(work: Path, arch: str, variant: str, trial_budgets: list[int], lowering: str, tvm_lowering: str,
-          fuse_shift: bool) -> dict[str, Any]:
+def build(work: Path, arch: str, variant: str, trial_budgets: list[int], lowering: str, tvm_lowering: str) -> dict[str, Any]:
     """One network in the form each backend would ship (``lowering``, ``tvm_lowering`` for TVM; auto: the fastest
     measured with that backend, TVM at each budget), exported, and compiled by TVM at each budget."""
     classes, size = NETWORKS[arch]
@@ -75,20 +74,20 @@ def build(work: Path, arch: str, variant: str, trial_budgets: list[int], lowerin
     entry: dict[str, Any] = {"arch": arch, "variant": variant, "model": spec.describe(), "shape": shape,
                              **complexity(model, shape).to_dict(), "forms": {}}
     for trials in [None, *trial_budgets]:  # None: onnxruntime
-        ctx = _context(work, lowering, None) if trials is None else _context(work, tvm_lowering, trials, fuse_shift)
+        ctx = _context(work, lowering, None) if trials is None else _context(work, tvm_lowering, trials)
         backend = get_backend("onnxruntime" if trials is None else "tvm")
         choice = choose_form(ctx, backend, f"{arch}/{variant}", model, spec.to_dict(), inputs, reference)
         onnx_path = work / f"{arch}-{variant}-{choice.form}.onnx"
         export_onnx(choice.model, shape, onnx_path, opset=ctx.target.onnx_opset)
         form = {"form": choice.form, "how": choice.how, "candidates_ms": choice.median_ms, "notes": ctx.notes, "onnx": onnx_path,
-                "executed_macs": complexity(choice.model, shape).macs}
+                "executed_macs": choice.executed_macs(shape)}
         if trials is not None:
             start = time.perf_counter()
-            library = work / f"{arch}-{variant}-{choice.form}-t{trials}{'-fused' if fuse_shift else ''}.so"
+            library = work / f"{arch}-{variant}-{choice.form}-t{trials}.so"
             # The library auto compiled to time this form, if it did (else compiled now); none is left in work/.
             artifact = take_timed_library(ctx, f"{arch}/{variant}", choice.form, library) or compile_onnx(
                 onnx_path, ctx.target, library, input_name=INPUT_NAME, input_shape=shape, tune_trials=trials,
-                tuning_dir=work / "tuning", fuse_shift=fuse_shift,
+                tuning_dir=work / "tuning", fuse_shift=choice.form == FUSED,
                 progress=lambda m: print(f"  {arch}/{variant}/{trials}: {m}", flush=True))
             form.update(path=artifact.path, seconds=time.perf_counter() - start)
         entry["forms"][trials] = form
@@ -134,7 +133,6 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=[v for v in VARIANTS if v != "teacher"],
                         choices=[v for v in VARIANTS if v != "teacher"], help="students to build (the teacher always is)")
     parser.add_argument("--skip-untuned", action="store_true", help="no untuned TVM rows (an untuned 224×224 network takes seconds a run)")
-    parser.add_argument("--fuse-shift", action="store_true", help="TVM: each shift → 1×1 conv as one fused kernel")
     parser.add_argument("--tvm-lowering", help="form of the cheap layers in the TVM rows (default: --lowering)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -145,11 +143,10 @@ def main() -> None:
     for arch in args.networks:
         tuned = budgets if (arch == "resnet20" or args.tune_imagenet) else []
         budgets_here = [] if args.no_tvm else ([] if args.skip_untuned else [0]) + tuned
-        entries = [build(args.work, arch, v, budgets_here, args.lowering, args.tvm_lowering or args.lowering, args.fuse_shift)
+        entries = [build(args.work, arch, v, budgets_here, args.lowering, args.tvm_lowering or args.lowering)
                    for v in ["teacher", *args.variants]]
-        fused = ", fused shift" if args.fuse_shift else ""
         backends = [("onnxruntime", "onnxruntime", None),
-                    *[(f"tvm ({'untuned' if t == 0 else f'{t} trials'}{fused})", "tvm", t) for t in budgets_here]]
+                    *[(f"tvm ({'untuned' if t == 0 else f'{t} trials'})", "tvm", t) for t in budgets_here]]
         for threads in args.threads:
             print(f"measuring {arch}: {len(entries)} networks × {', '.join(b[0] for b in backends)}, {threads} threads, "
                   "interleaved", flush=True)
@@ -175,7 +172,6 @@ def main() -> None:
     result = {"benchmark": "deploy-host", "environment": environment_record(max(args.threads)), "threads": args.threads,
               "method": config.to_dict(),
               "tune_trials": budgets, "lowering": args.lowering, "tvm_lowering": args.tvm_lowering or args.lowering,
-              "fuse_shift": args.fuse_shift,
               "note": "freshly initialised weights: latency and memory only", "rows": rows}
     write_json_atomic(RESULTS / f"{args.name}.json", result)
     lines = [f"Host: {result['environment']['cpu_model']}, {', '.join(map(str, args.threads))} threads. Batch 1. Median latency "

@@ -37,7 +37,7 @@ def test_every_form_computes_what_the_trained_network_computes(kind: str, form: 
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(lowered(x), model(x), atol=1e-5, rtol=1e-5)
-    changes = form == "folded" or (form == "onehot" and kind == "shift")
+    changes = form == "folded" or (form in ("onehot", "fused") and kind == "shift")
     assert (layers > 0) == changes
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in _student(kind).parameters())  # model untouched
 
@@ -58,10 +58,14 @@ def test_a_teacher_has_one_form_and_executed_macs_are_counted() -> None:
     assert lowering.candidate_forms(teacher) == ["trained"]
     shift = _student("shift")
     assert lowering.candidate_forms(shift) == ["trained", "onehot", "folded"]
+    assert lowering.candidate_forms(shift, "tvm") == ["trained", "onehot", "folded", "fused"]  # TVM's own form
+    assert lowering.candidate_forms(teacher, "tvm") == ["trained"]
     nominal = complexity(shift, (1, 3, 32, 32)).macs
     onehot = complexity(lowering.lower(shift, "onehot")[0], (1, 3, 32, 32)).macs
     folded = complexity(lowering.lower(shift, "folded")[0], (1, 3, 32, 32)).macs
     assert nominal < onehot < folded == complexity(teacher, (1, 3, 32, 32)).macs
+    # TVM's fused kernel compiles the one-hot graph but executes the trained arithmetic (shifts are addresses).
+    assert lowering.fixed_choice(shift, "fused", "").executed_macs((1, 3, 32, 32)) == nominal
 
 
 def test_export_ships_the_requested_form_and_records_it(mutual_run: Path, tmp_path: Path) -> None:
@@ -99,14 +103,14 @@ def test_tvm_times_its_own_forms_while_the_graph_keeps_onnxruntimes(
     messages: list[str] = []
     summary = export_bundle(mutual_run, ExportOptions(out=str(tmp_path / "b"), backend="tvm", models=("student",),
                                                       parity_samples=4, eval_limit=0), messages.append)
-    assert len(compiles) == 3  # one per form, to time it; the chosen one is shipped, not compiled again
+    assert len(compiles) == 4  # one per form, to time it; the chosen one is shipped, not compiled again
     assert any("compiled to time it: shipping it" in m for m in messages)
     entry = load_manifest(Path(summary.bundle))["models"]["student"]
     graph, library = entry["lowering"], entry["artifacts"]["tvm"]["lowering"]
     assert graph["how"].startswith("measured on this machine with onnxruntime")
     assert library["how"].startswith("measured on this machine with TVM (untuned)")
     times = library["candidates_median_ms"]
-    assert set(times) == {"trained", "onehot", "folded"} and library["form"] == min(times, key=times.get)
+    assert set(times) == {"trained", "onehot", "folded", "fused"} and library["form"] == min(times, key=times.get)
     assert entry["artifacts"]["tvm"]["executed_macs"] >= entry["macs"]
     assert all(p["passed"] for p in entry["parity"])  # the library, whatever its form, matches the graph
     assert summary.models[0].lowering.startswith(graph["form"])
@@ -132,7 +136,7 @@ def test_a_target_that_cannot_run_here_gets_the_nearest_measured_best_and_says_s
 def test_the_fallback_form_is_per_backend_and_cpu() -> None:
     assert lowering.fallback_form("onnxruntime", "x86_64").form == "onehot"
     tvm = lowering.fallback_form("tvm", "aarch64")
-    assert tvm.form == "trained" and "fused shift kernel" in tvm.evidence  # TVM's fused kernel rewrites the trained form
+    assert tvm.form == "fused" and "fused 0.44 ms" in tvm.evidence  # TVM's own form, measured best on x86-64
     trt = lowering.fallback_form("tensorrt", "aarch64")
     assert trt.form == "onehot" and trt.evidence.startswith("never measured with tensorrt")
     teacher = create_model(ModelSpec("resnet8", in_channels=1))

@@ -272,16 +272,20 @@ def test_conv_kernels_are_tuned_in_the_template_and_retuned_when_their_records_c
     assert all(spaces()[task] == conv_schedule.SPACE for task in convs)
 
 
-def test_export_fuse_shift_ships_a_fused_library_checked_like_every_artifact(mutual_run: Path, tmp_path: Path) -> None:
+def test_the_fused_form_ships_a_fused_library_checked_like_every_artifact(mutual_run: Path, tmp_path: Path) -> None:
     from cli_helpers import assert_one_error, run_cli
 
     bundle = tmp_path / "fused"
-    result = run_cli(["export", str(mutual_run), "--backend", "tvm", "--fuse-shift", "--model", "student", "--lowering", "onehot",
+    result = run_cli(["export", str(mutual_run), "--backend", "tvm", "--model", "student", "--lowering", "fused",
                       "--tune-trials", "0", "--eval-limit", "0", "--parity-samples", "4", "--out", str(bundle)])
     assert result.exit_code == 0, result.stderr
     student = json.loads((bundle / "manifest.json").read_text())["models"]["student"]
-    assert student["artifacts"]["tvm"]["fused"]["shift_conv"] > 0
+    library = student["artifacts"]["tvm"]
+    assert library["fused"]["shift_conv"] > 0 and library["lowering"]["form"] == "fused"
+    assert library["executed_macs"] == student["macs"] < student["executed_macs"]  # no one-hot MACs in the fused kernel
+    # The bundle's graph (onnxruntime's) is the one the fused kernels are compiled from.
+    assert student["lowering"]["form"] == "onehot" and student["lowering"]["how"] == "requested: the graph of the fused form"
     assert [p["passed"] for p in student["parity"]] == [True, True]  # onnxruntime, then the fused TVM library
-    assert_one_error(run_cli(["export", str(mutual_run), "--fuse-shift", "--out", str(tmp_path / "ort")]),
-                     "--fuse-shift applies to the tvm backend only")
+    assert_one_error(run_cli(["export", str(mutual_run), "--lowering", "fused", "--out", str(tmp_path / "ort")]),
+                     "--lowering fused is compiled by the tvm backend only, not onnxruntime")
     assert not (tmp_path / "ort").exists()

@@ -36,14 +36,12 @@ if TYPE_CHECKING:
               help="Tune, and time the forms of --lowering auto, through a board: candidates are cross-compiled here "
                    "and timed on a board behind this TVM RPC tracker (needs --rpc-key; tvm backend only).")
 @click.option("--rpc-key", metavar="KEY", help="The board's key at --rpc-tracker (e.g. rpi4).")
-@click.option("--fuse-shift", is_flag=True,
-              help="TVM: compile each shift → 1×1 conv as one kernel that reads the shifted addresses directly (no shifted "
-                   "copy in memory). Off by default: on ResNet-20 it has measured slower than TVM's own kernels so far.")
 @click.option("--lowering", default="auto", show_default=True,
               help="Form of the cheap layers: auto (time each form with the backend that ships it, at the bundle's "
                    "precision, here or on the --rpc-tracker board; keep the fastest), trained (as trained), onehot (the "
-                   "shift as a one-hot depthwise conv), folded (each cheap layer folded into one dense conv). Every form "
-                   "is checked against PyTorch.")
+                   "shift as a one-hot depthwise conv), folded (each cheap layer folded into one dense conv), fused (tvm "
+                   "only: each shift and its 1×1 conv as one kernel reading the shifted addresses, no shifted copy in "
+                   "memory). Every form is checked against PyTorch.")
 @click.option("--teacher-checkpoint", help="A trained standard-conv teacher for runs that have none (od, dml).")
 @click.option("--parity-samples", type=click.IntRange(min=1), default=32, show_default=True, help="Real test images for the parity checks.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]),
@@ -68,7 +66,7 @@ if TYPE_CHECKING:
 @friendly_errors
 def export_command(source: str, target: str, models: str, backend: str | None, out: str | None, which: str, batch: int,
                    image_size: int | None, dynamic_batch: bool, tune_trials: int | None, tuning_dir: str | None,
-                   rpc_tracker: str | None, rpc_key: str | None, fuse_shift: bool, teacher_checkpoint: str | None,
+                   rpc_tracker: str | None, rpc_key: str | None, teacher_checkpoint: str | None,
                    lowering: str, parity_samples: int, precision: str | None, calibration_samples: int, calibration_method: str,
                    eval_limit: int | None, device_eval_samples: int, max_accuracy_drop: float, data_dir: str | None, force: bool, as_json: bool) -> None:
     """Export a trained student (and its standard-conv teacher) into a deploy bundle for a target.
@@ -83,7 +81,7 @@ def export_command(source: str, target: str, models: str, backend: str | None, o
     options = ExportOptions(
         target=target, models=("student", "teacher") if models == "both" else (models,), backend=backend, out=out,
         which=which, batch=batch, image_size=image_size, dynamic_batch=dynamic_batch, tune_trials=tune_trials, tuning_dir=tuning_dir,
-        rpc_tracker=rpc_tracker, rpc_key=rpc_key, fuse_shift=fuse_shift,
+        rpc_tracker=rpc_tracker, rpc_key=rpc_key,
         parity_samples=parity_samples, calibration_samples=calibration_samples, data_dir=data_dir,
         teacher_checkpoint=teacher_checkpoint, overwrite=force, lowering=lowering, precision=precision,
         calibration_method=calibration_method, eval_limit=eval_limit, max_accuracy_drop=max_accuracy_drop,

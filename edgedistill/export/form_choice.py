@@ -31,8 +31,9 @@ def choose_form(ctx: BuildContext, backend: HostBackend, role: str, model: Any, 
     """The requested form (``ctx.options.lowering``), or (``auto``) the fastest candidate on the target."""
     requested = ctx.options.lowering
     if requested != lowering.AUTO:
-        return lowering.fixed_choice(model, requested, "requested")
-    forms = lowering.candidate_forms(model)
+        form = lowering.get_lowering(requested).for_backend(backend.name)
+        return lowering.fixed_choice(model, form, "requested" if form == requested else f"requested: the graph of the {requested} form")
+    forms = lowering.candidate_forms(model, backend.name)
     if len(forms) == 1:
         return lowering.fixed_choice(model, forms[0], "the only form")
     if backend.form_timer is None:

@@ -10,7 +10,13 @@ equivalent form before ONNX export:
   architecture's count calls free). Group and depthwise layers stay as trained;
 * ``folded`` — spatial op and 1×1 conv folded into one dense K×K conv (exact: both are linear and
   nothing lies between them), which costs what the teacher's layer costs and so bounds the
-  student's latency by its teacher's on any backend.
+  student's latency by its teacher's on any backend;
+* ``fused`` (TVM only) — the shift and its 1×1 conv compiled as one kernel that reads the shifted
+  addresses directly (:mod:`edgedistill.backends.tvm.fused_shift`): no shifted copy in memory and
+  no K² MACs of a one-hot conv. Its graph is the ``onehot`` one, which is what another backend
+  (onnxruntime, for the bundle's ONNX) is given when ``fused`` is asked for.
+
+A form that belongs to one backend (``Lowering.backend``) is a candidate of that backend only.
 
 Every form computes the same function; export checks each against the trained network before it
 can ship. ``auto`` times the candidates on the target and keeps the fastest; the choice is cached
@@ -31,6 +37,8 @@ import torch
 from torch import nn
 
 from edgedistill.cheap.modules import Shift, _one_hot_kernel, _SpatialThenPointwise
+from edgedistill.errors import EdgeDistillError
+from edgedistill.models import complexity
 from edgedistill.utils.atomic import write_json_atomic
 from edgedistill.utils.cache import cache_dir
 from edgedistill.utils.names import Registry, unknown_name
@@ -44,18 +52,39 @@ class Lowering:
     description: str
     rewrite: Callable[[_SpatialThenPointwise], nn.Module | None]
     """The replacement of one cheap layer, or None to keep it as trained."""
+    backend: str | None = None
+    """The one backend that compiles this form (its own kernels); None: any backend."""
+    graph: str | None = None
+    """For a backend's own form: the form whose graph it compiles, which every other backend gets instead."""
+    arithmetic: str | None = None
+    """The form whose MACs this one's kernels execute (None: its graph's), e.g. the fused shift kernel
+    executes the trained form's (the shift's moves are addresses, not the one-hot conv's K² MACs)."""
+
+    def for_backend(self, backend: str | None) -> str:
+        """The form ``backend`` ships when this one is asked for (this one, or the graph it compiles from)."""
+        return self.name if self.backend in (None, backend) else str(self.graph)
 
 
 LOWERINGS: Registry[Lowering] = Registry("lowering", ordered=True)
 
 
-def register(name: str, description: str) -> Callable[[Callable[[_SpatialThenPointwise], nn.Module | None]], Lowering]:
-    def decorator(rewrite: Callable[[_SpatialThenPointwise], nn.Module | None]) -> Lowering:
+Rewrite = Callable[[_SpatialThenPointwise], nn.Module | None]
+
+
+def register(name: str, description: str) -> Callable[[Rewrite], Lowering]:
+    """A form every backend can ship: the decorated function rewrites one cheap layer."""
+    def decorator(rewrite: Rewrite) -> Lowering:
         if name == AUTO:
             raise ValueError(f"'{AUTO}' is not a form but the choice among them")
         return LOWERINGS.register(name)(Lowering(name, description, rewrite))
 
     return decorator
+
+
+def register_backend_form(name: str, description: str, *, backend: str, graph: str, arithmetic: str) -> Lowering:
+    """A form of one backend's own: it compiles the graph of form ``graph`` with kernels of its own,
+    which execute the MACs of form ``arithmetic``."""
+    return LOWERINGS.register(name)(Lowering(name, description, LOWERINGS.get(graph).rewrite, backend, graph, arithmetic))
 
 
 lowering_names = LOWERINGS.names
@@ -65,6 +94,20 @@ def get_lowering(name: str) -> Lowering:
     if name not in LOWERINGS:  # the suggestion may be auto, which is not a registered form
         raise unknown_name("lowering", name, [*LOWERINGS.names(), AUTO])
     return LOWERINGS.get(name)
+
+
+def graph_form(name: str) -> str:
+    """The form whose ONNX graph form ``name`` is compiled from (itself, but for a backend's own form)."""
+    return get_lowering(name).graph or name
+
+
+def check_requested(name: str, backend: str) -> None:
+    """Refuse an unknown ``--lowering``, or a form of another backend than the one exporting."""
+    form = get_lowering(name)
+    if form.backend not in (None, backend):
+        others = [n for n in LOWERINGS.names() if LOWERINGS.get(n).backend is None]
+        raise EdgeDistillError(f"--lowering {name} is compiled by the {form.backend} backend only, not {backend}",
+                               f"add --backend {form.backend}, or use --lowering {AUTO} or one of {', '.join(others)}")
 
 
 def _shift_kernel(shift: Shift, like: torch.Tensor) -> torch.Tensor:
@@ -130,6 +173,10 @@ def _fold(layer: _SpatialThenPointwise) -> nn.Module:
     return conv
 
 
+register_backend_form("fused", "TVM: the shift and its 1×1 conv as one kernel reading the shifted addresses (graph: onehot)",
+                      backend="tvm", graph="onehot", arithmetic="trained")  # TVM's fused_shift rewrites each one-hot conv and its 1×1 in one kernel
+
+
 def lower(model: nn.Module, name: str) -> tuple[nn.Module, int]:
     """A copy of ``model`` with every cheap layer in form ``name``, and how many layers changed."""
     form = get_lowering(name)
@@ -145,11 +192,12 @@ def lower(model: nn.Module, name: str) -> tuple[nn.Module, int]:
     return lowered.eval(), replaced
 
 
-def candidate_forms(model: nn.Module) -> list[str]:
-    """The forms that change ``model`` (plus ``trained``): a standard-conv teacher has only ``trained``."""
+def candidate_forms(model: nn.Module, backend: str | None = None) -> list[str]:
+    """The forms ``backend`` can ship that change ``model`` (plus ``trained``): a standard-conv teacher
+    has only ``trained``. A backend's own forms are candidates of that backend only."""
     names = ["trained"]
     for name in LOWERINGS.names():
-        if name != "trained" and lower(model, name)[1]:
+        if name != "trained" and LOWERINGS.get(name).backend in (None, backend) and lower(model, name)[1]:
             names.append(name)
     return names
 
@@ -168,11 +216,12 @@ FALLBACKS: dict[tuple[str, str], Fallback] = {
         "onehot", "measured best with onnxruntime 1.32 on x86-64 (ResNet-20 shift 32×32, 2 threads: onehot 0.27 ms, "
                   "trained 1.09; ResNet-18 224×224: 7.6 vs 13.5 ms; 2026-12)"),
     ("tvm", ANY_CPU): Fallback(
-        "trained", "measured best with TVM 0.27 on x86-64 (ResNet-20 shift 32×32 untuned: trained 1.64 ms, onehot 1.71, "
-                   "folded 35.3; 2026-12), and the form the fused shift kernel (--fuse-shift) rewrites"),
+        "fused", "measured best with TVM 0.27 on x86-64 (ResNet-20 shift 32×32 untuned, 2 threads: fused 0.44 ms, "
+                 "onehot 0.57, trained 0.71, folded 0.88; 2026-12-03)"),
 }
 """(backend, CPU architecture) -> the form measured best there. Only the shift has a choice without
-timing (folded wins only where measured); group and depthwise layers stay as trained."""
+timing (folded wins only where measured); group and depthwise layers stay as trained. A form that
+does not apply to the network (no shift to fuse) falls back to ``trained``."""
 
 
 def fallback_form(backend: str, arch: str) -> Fallback:
@@ -201,6 +250,12 @@ class LoweringChoice:
     """"requested", "measured on this machine with onnxruntime", "not measured: ...", "cached ..."."""
     median_ms: dict[str, float]
     """Median latency of each candidate form that was timed."""
+    arithmetic: nn.Module
+    """The network whose MAC count this form's kernels execute (``model`` itself, but for a backend's own form)."""
+
+    def executed_macs(self, input_shape: tuple[int, ...]) -> int:
+        """The MACs this form really executes on one input of ``input_shape`` (N, C, H, W)."""
+        return complexity(self.arithmetic, (1, *input_shape[1:])).macs
 
     def manifest(self) -> dict[str, object]:
         return {"form": self.form, "layers": self.layers, "how": self.how,
@@ -209,13 +264,14 @@ class LoweringChoice:
 
 def fixed_choice(model: nn.Module, form: str, how: str) -> LoweringChoice:
     lowered, layers = lower(model, form)
-    return LoweringChoice(form, lowered, layers, how, {})
+    arithmetic = get_lowering(form).arithmetic
+    return LoweringChoice(form, lowered, layers, how, {}, lowered if arithmetic is None else lower(model, arithmetic)[0])
 
 
 def unmeasured_choice(model: nn.Module, why: str, backend: str, arch: str) -> LoweringChoice:
     """The form measured best for ``backend`` on ``arch`` CPUs, for a target that cannot be timed (``why``)."""
     fallback = fallback_form(backend, arch)
-    form = fallback.form if fallback.form in candidate_forms(model) else "trained"
+    form = fallback.form if fallback.form in candidate_forms(model, backend) else "trained"
     return fixed_choice(model, form, f"not measured ({why}): {form}, {fallback.evidence}")
 
 

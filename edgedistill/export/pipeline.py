@@ -57,8 +57,6 @@ class ExportOptions:
     rpc_tracker: str | None = None
     """HOST:PORT of a TVM RPC tracker: tuning candidates are measured on a board of ``rpc_key`` behind it."""
     rpc_key: str | None = None
-    fuse_shift: bool = False
-    """TVM: each shift → 1×1 conv as one fused kernel (edgedistill.backends.tvm.fused_shift)."""
     parity_samples: int = 32
     calibration_samples: int = 256
     data_dir: str | None = None
@@ -137,7 +135,7 @@ def _check_options(options: ExportOptions, backend: HostBackend) -> None:
         if value is not None and value < least:
             raise EdgeDistillError(f"{name} {value} is out of range", f"use {least} or more")
     if options.lowering != lowering.AUTO:
-        lowering.get_lowering(options.lowering)
+        lowering.check_requested(options.lowering, backend.name)
     if options.image_size is not None and options.image_size < 1:
         raise EdgeDistillError(f"--image-size {options.image_size} is out of range", "use 1 or more")
     if options.eval_limit is not None and options.eval_limit < 0:
@@ -215,7 +213,7 @@ class BundleBuilder(BuildContext):
         measured = self.evaluation.measure(self.root, source, [LocalArtifact(onnx_path, "onnxruntime", "fp32"), *job.evaluate],
                                            self.options, self.report, self.notes)
         cost = complexity(model, (1, *checkpoint.input_shape))
-        executed = complexity(choice.model, (1, *checkpoint.input_shape)).macs
+        executed = choice.executed_macs((1, *checkpoint.input_shape))
         accuracy = checkpoint.metrics.get("test_top1") if source.trained else None
         entry = {
             "onnx": f"models/{role}.onnx",

@@ -82,11 +82,11 @@ def _library_form(ctx: BuildContext, job: CompileJob) -> Iterator[tuple[Path, An
     own choice (``--lowering``, or auto: timed as TVM code) is the graph's form, else the network
     exported in TVM's form into a scratch file that is gone afterwards. The library is checked
     against onnxruntime on the bundle's graph either way."""
-    from edgedistill.export import onnx_export
+    from edgedistill.export import lowering, onnx_export
     from edgedistill.export.form_choice import choose_form
 
     choice = choose_form(ctx, BACKEND, job.role, job.model, job.spec, job.samples.inputs, job.reference)
-    if choice.form == job.form:
+    if lowering.graph_form(choice.form) == job.form:
         yield job.onnx_path, choice
         return
     with tempfile.TemporaryDirectory(prefix=".tvm-form-", dir=ctx.root) as tmp:
@@ -99,7 +99,6 @@ def _compile(ctx: BuildContext, job: CompileJob) -> tuple[dict[str, Any], int]:
     from edgedistill.export import onnx_export
     from edgedistill.export.parity import compare, require, run_batched
     from edgedistill.export.targets import host_can_run
-    from edgedistill.models import complexity
 
     options, target = ctx.options, ctx.target
     budget, board = ctx.state["tvm_tuning"]  # settled by _prepare, before any model
@@ -114,10 +113,10 @@ def _compile(ctx: BuildContext, job: CompileJob) -> tuple[dict[str, Any], int]:
             artifact = compile_onnx(
                 onnx_path, target, out, input_name=onnx_export.INPUT_NAME,
                 input_shape=job.shape, tune_trials=budget, tuning_dir=options.tuning_dir, tuning_board=board,
-                fuse_shift=options.fuse_shift, progress=lambda message: ctx.report(f"{job.role}: {message}"),
+                fuse_shift=choice.form == form_timing.FUSED, progress=lambda message: ctx.report(f"{job.role}: {message}"),
             )
     entry = {**artifact.manifest(ctx.root), "lowering": choice.manifest(),
-             "executed_macs": complexity(choice.model, (1, *job.shape[1:])).macs}
+             "executed_macs": choice.executed_macs(job.shape)}
     if artifact.tuned_trials:
         details = artifact.tuning_details
         done = ("database reused, nothing measured" if artifact.tuning_reused else
@@ -163,7 +162,7 @@ REFUSED_PRECISIONS = {
 BACKEND = register(HostBackend(
     name="tvm",
     summary="Apache TVM 0.27: a library compiled for the target's CPU (cross-compiled for ARM), CUDA code for Jetson GPUs",
-    options=frozenset({"tune_trials", "tuning_dir", "rpc_tracker", "rpc_key", "fuse_shift"}),
+    options=frozenset({"tune_trials", "tuning_dir", "rpc_tracker", "rpc_key"}),
     refuses_precision=lambda precision, _target: REFUSED_PRECISIONS.get(precision),
     check_toolchain=_check_toolchain,
     prepare=_prepare,

@@ -16,9 +16,8 @@
   default direct-convolution schedule of :mod:`edgedistill.backends.tvm.conv_schedule` (parallel,
   register-tiled, vectorised); TVM itself would compile it as naive scalar loops on one thread.
 * ``fuse_shift=True`` compiles each shift → 1×1 conv of the CPU code as one kernel that reads
-  the shifted addresses directly (:mod:`edgedistill.backends.tvm.fused_shift`). Off by default (the
-  choice predates the conv template, with which the fused kernel is now the faster one here; see
-  that module's doc).
+  the shifted addresses directly (:mod:`edgedistill.backends.tvm.fused_shift`): what the export's
+  ``fused`` form of the cheap layers asks for; ``--lowering auto`` times it against the others.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Timing the candidate forms of a network's cheap layers as TVM code, for ``--lowering auto``.
 
-Each form is compiled exactly as the bundle will compile it (same target, same fused kernels, tuned
-with the bundle's budget into the target's one database, so the tuning is not lost: the shipped form
-reuses it, and forms share their common kernels' records), then timed interleaved: on this machine
+Each form is compiled exactly as the bundle will compile it (same target; the ``fused`` form with
+the fused shift kernels, the others without; tuned with the bundle's budget into the target's one
+database, so the tuning is not lost: the shipped form reuses it, and forms share their common
+kernels' records), then timed interleaved: on this machine
 when it can run the target's code, else on the board that tuning goes through (the RPC tracker),
 with TVM's time evaluator on the board. Untuned code is timed untuned: the choice is for the code
 that ships. The libraries are kept in the bundle's scratch (:data:`TIMED_LIBRARIES`) until the
@@ -20,6 +21,8 @@ from typing import Any
 
 from edgedistill.backends.base import BuildContext, FormCandidates
 
+FUSED = "fused"
+"""The form compiled with TVM's fused shift kernels (:mod:`edgedistill.export.lowering`)."""
 TIMED_LIBRARIES = "tvm_timed_libraries"
 """``ctx.state`` key: role -> form -> the TvmArtifact compiled to time that form."""
 SCRATCH = ".tvm-timed"
@@ -36,7 +39,7 @@ def form_facts(ctx: BuildContext) -> tuple[dict[str, Any] | None, str]:
     if not can_run and board is None:
         return None, f"{why}, and no board to time it on (--rpc-tracker HOST:PORT --rpc-key KEY)"
     where = {"board": board.key, "emulated": board.emulated} if board is not None and not can_run else {"threads": ctx.timing_threads()}
-    return {"tvm": import_tvm().__version__, "tune_trials": trials, "fuse_shift": bool(ctx.options.fuse_shift), **where}, ""
+    return {"tvm": import_tvm().__version__, "tune_trials": trials, **where}, ""
 
 
 def time_forms(ctx: BuildContext, candidates: FormCandidates) -> tuple[dict[str, float], str]:
@@ -52,7 +55,7 @@ def time_forms(ctx: BuildContext, candidates: FormCandidates) -> tuple[dict[str,
         ctx.report(f"{candidates.role}: compiling the {form} form with TVM to time it" + (f" ({trials} trials)" if trials else ""))
         compiled[form] = compile_onnx(
             path, ctx.target, scratch / f"{form}.so", input_name=onnx_export.INPUT_NAME, input_shape=candidates.shape,
-            tune_trials=trials, tuning_dir=ctx.options.tuning_dir, tuning_board=board, fuse_shift=ctx.options.fuse_shift,
+            tune_trials=trials, tuning_dir=ctx.options.tuning_dir, tuning_board=board, fuse_shift=form == FUSED,
             progress=lambda message, form=form: ctx.report(f"{candidates.role} ({form} form): {message}"),
         )
     ctx.state.setdefault(TIMED_LIBRARIES, {})[candidates.role] = compiled

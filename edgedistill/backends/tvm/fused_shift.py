@@ -35,10 +35,11 @@ depthwise kernels; 16 channels 32×32: 17 µs vs 9 + 4.7 µs. In isolation (one 
 1 thread) it won twice (16 ch 32×32: 14 vs 23 µs; 64 ch 8×8: 13 vs 19 µs) and lost once with its
 BN bias, residual add and ReLU fused behind it (25 vs 9.5 µs): at these budgets the schedule
 search decides, and it searches the plain 1×1 conv (one reduction axis of 2ⁿ channels) better
-than this kernel (three short reduction axes). Hence off by default in ``compile_onnx``. Since
-2026-12-03 conv kernels are scheduled by :mod:`edgedistill.backends.tvm.conv_schedule` instead
-(tuned in its space, or its default tiles untuned), and the fused form is the faster one: ResNet-20
-untuned 0.53 ms fused against 0.71 plain one-hot; ResNet-18 224×224 at 256 trials 46 → 13 ms.
+than this kernel (three short reduction axes). Since 2026-12-03 conv kernels are scheduled by
+:mod:`edgedistill.backends.tvm.conv_schedule` instead (tuned in its space, or its default tiles
+untuned), and the fused form is the faster one: ResNet-20 untuned 0.53 ms fused against 0.71 plain
+one-hot; ResNet-18 224×224 at 256 trials 46 → 13 ms. It is the export's ``fused`` form of the cheap
+layers (:mod:`edgedistill.export.lowering`), which ``--lowering auto`` times against the others.
 
 Depthwise (non one-hot) convs are left alone: fused with their 1×1 conv they would be recomputed
 for every output channel (K² MACs per 1×1 MAC instead of per input element), so that fusion is not
