@@ -255,6 +255,8 @@ def test_conv_kernels_are_tuned_in_the_template_and_retuned_when_their_records_c
 
     first = compile_tuned("first")
     convs = [task for task in spaces() if "conv2d" in task]
+    searched, seeded = _seeded(first.tuning_database)
+    assert searched and seeded == searched  # each conv workload holds its default tiles, measured before the search
     assert sum(fused_shift.PRIMFUNC_NAME in task for task in convs) == SHIFTS and len(convs) > SHIFTS  # the stem, the real convs
     assert all(spaces()[task] == conv_schedule.SPACE for task in convs)
     assert all(space is None for task, space in spaces().items() if task not in convs)  # the matmul: MetaSchedule's rules
@@ -270,6 +272,25 @@ def test_conv_kernels_are_tuned_in_the_template_and_retuned_when_their_records_c
     assert not retuned.tuning_reused and retuned.tuning_details["measured_now"] > 0
     assert tuning.read_meta(first.tuning_database)["runs"][-1]["tasks"] == len(convs)
     assert all(spaces()[task] == conv_schedule.SPACE for task in convs)
+
+
+def _seeded(db_dir: Path) -> tuple[set[str], set[str]]:
+    """The conv workloads of the database, and those holding a record of the template's default tiles."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgedistill.backends.tvm import conv_schedule, tuning
+
+    database = ms.database.JSONDatabase(work_dir=str(db_dir / tuning.read_meta(db_dir)["generation"]))
+    searched, seeded = set(), set()
+    for record in database.get_all_tuning_records():
+        default = conv_schedule.default_schedule(record.workload.mod)
+        if default is None:
+            continue
+        key = str(record.workload.mod)
+        searched.add(key)
+        if [[int(v) for v in d] for d in record.trace.decisions.values()] == [[int(v) for v in d] for d in default.trace.decisions.values()]:
+            seeded.add(key)
+    return searched, seeded
 
 
 def test_the_fused_form_ships_a_fused_library_checked_like_every_artifact(mutual_run: Path, tmp_path: Path) -> None:

@@ -26,6 +26,10 @@ like any other space, here or on a board. :data:`SPACE` names it in the tuning m
 searched in another space (an older template, MetaSchedule's own rules) are searched again and the
 best of all applies. Other tasks (the classifier's matmul) keep MetaSchedule's rules.
 
+**Seeded**: before a search, each conv task's default tiles are measured into its database (see
+:mod:`edgedistill.backends.tvm.tuning`), so the search starts from them and the record applied is
+never one measured slower than the untuned code.
+
 **Untuned** (:func:`schedule_untuned`): every conv kernel that got no record (``--tune-trials 0``,
 or fewer trials than tasks) gets this template with fixed tiles (:data:`DEFAULT_INNER`), so that
 untuned code is multi-threaded and vectorised rather than naive; it is still labelled untuned.
@@ -59,10 +63,10 @@ def conv_block(sch: Any) -> Any | None:
 def is_conv_task(mod: Any) -> bool:
     """Whether a tuning task's module is a conv kernel the template schedules (tried at its default
     tiles: a kernel it does not fit keeps MetaSchedule's rules rather than failing the search)."""
-    return _default_schedule(mod) is not None
+    return default_schedule(mod) is not None
 
 
-def _default_schedule(mod: Any) -> Any | None:
+def default_schedule(mod: Any) -> Any | None:
     """``mod``'s conv kernel scheduled by the template at its default tiles, or None: not a conv
     kernel, or one the template does not fit (it stays as it was: slow, still correct)."""
     from tvm import s_tir
@@ -107,9 +111,11 @@ def _sampled(sch: Any, name: str, loop: Any) -> list[Any]:
 
 
 def _default(sch: Any, name: str, loop: Any) -> list[Any]:
+    """The default tiles, as a sample of the tuned space with its decision fixed: the trace is a point
+    of that space, which the search can start from and mutate (see tuning's seeding)."""
     extent = int(sch.get(loop).extent)
     inner = max(d for d in range(1, min(extent, DEFAULT_INNER[name]) + 1) if extent % d == 0)
-    return [extent // inner, inner]
+    return sch.sample_perfect_tile(loop, n=2, max_innermost_factor=MAX_INNER[name], decision=[extent // inner, inner])
 
 
 def schedule_sampled(sch: Any) -> None:
@@ -133,7 +139,7 @@ def schedule_untuned(mod: Any) -> tuple[Any, int]:
     for gvar, func in list(mod.functions_items()):
         if not isinstance(func, tvm.tirx.PrimFunc) or (func.attrs and func.attrs.get("tirx.is_scheduled")):
             continue
-        sch = _default_schedule(func)
+        sch = default_schedule(func)
         if sch is not None:
             mod[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
             scheduled += 1

@@ -44,6 +44,9 @@ Differences from ``relax.get_pipeline("static_shape_tuning")`` (which still appl
   this process the import is still needed (the tune contexts make it); :func:`_fast_tensor_intrin`
   makes it take ~2 s instead of ~20-60 s;
 * only convolution/matmul tasks are tuned (see ``TUNED_OPS``);
+* conv tasks search our direct-conv template, and their default tiles are measured into the run's
+  database first (:func:`_seed_default_tiles`): the search starts from them, and a tuned kernel is
+  never one measured slower than its untuned default;
 * a progress callback reports each batch of trials as it is built.
 """
 
@@ -71,7 +74,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edgedistill.backends.tvm.conv_schedule import SPACE as CONV_SPACE, conv_space, is_conv_task
+from edgedistill.backends.tvm.conv_schedule import SPACE as CONV_SPACE, conv_space, default_schedule, is_conv_task
 from edgedistill.errors import ToolchainError
 from edgedistill.utils.atomic import write_json_atomic
 from edgedistill.utils.cache import cache_dir
@@ -318,6 +321,7 @@ def _progress_builder(total: int, report: Progress, linker: str | None) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.done = 0
+            self.inner = inner  # builds without counting (the seeds of _seed_default_tiles)
 
         def build(self, build_inputs: list) -> list:
             results = inner.build(build_inputs)
@@ -410,18 +414,45 @@ def _drop_unnamed_handlers(logger: logging.Logger) -> None:
         logger.removeHandler(handler)
 
 
-def _tune_contexts(tasks: list[Any], work_dir: Path, strategy: Any) -> tuple[list[Any], list[float]]:
-    """MetaSchedule's tune contexts of ``tasks``: conv kernels search our direct-conv template
-    (:mod:`~edgedistill.backends.tvm.conv_schedule`), every other task MetaSchedule's own rules."""
+def _tune_contexts(tasks: list[Any], work_dir: Path, strategy: Any) -> tuple[list[Any], list[float], list[Any]]:
+    """MetaSchedule's tune contexts of ``tasks`` and their weights: conv kernels search our direct-conv
+    template (:mod:`~edgedistill.backends.tvm.conv_schedule`), every other task MetaSchedule's own
+    rules; and the contexts of the conv kernels."""
     from tvm.s_tir import meta_schedule as ms
 
-    contexts, weights = [], []
+    contexts, weights, convs = [], [], []
     for task in tasks:
-        space = conv_space() if _space(task) == CONV_SPACE else "post-order-apply"
-        made = ms.relax_integration.extracted_tasks_to_tune_contexts([task], str(work_dir), space=space, strategy=strategy)
+        conv = _space(task) == CONV_SPACE
+        made = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            [task], str(work_dir), space=conv_space() if conv else "post-order-apply", strategy=strategy)
         contexts += made[0]
         weights += made[1]
-    return contexts, weights
+        convs += made[0] if conv else []
+    return contexts, weights, convs
+
+
+def _seed_default_tiles(contexts: list[Any], database: Any, builder: Any, runner: Any, report: Progress) -> None:
+    """Measure each conv context's default tiles (what it runs untuned) into ``database`` before the
+    search: MetaSchedule's evolutionary search seeds its population with the best measured records of
+    the database, so it starts from the default and mutates it, and since the best record applies,
+    a tuned kernel is never one measured slower than its untuned default. A seed that fails to build
+    or run is left out (the search goes on without it)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    seeds = [(context, sch) for context in contexts if (sch := default_schedule(context.mod)) is not None]
+    if not seeds:
+        return
+    report(f"tuning: measuring the default tiles of {len(seeds)} conv tasks first (the search starts from them)")
+    built = builder.build([ms.builder.BuilderInput(sch.mod, context.target) for context, sch in seeds])
+    ready = [(context, sch, result) for (context, sch), result in zip(seeds, built) if result.error_msg is None]
+    args = [ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True) for _, sch, _ in ready]
+    futures = runner.run([ms.runner.RunnerInput(result.artifact_path, "cpu", arg)  # tuning is of CPU code only
+                          for (_, _, result), arg in zip(ready, args)])
+    for (context, sch, _), arg, future in zip(ready, args, futures):
+        measured = future.result()
+        if measured.error_msg is None:
+            workload = database.commit_workload(context.mod)
+            database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, measured.run_secs, context.target, arg))
 
 
 def _tune(tasks: list[Any], needs: list[int], total: int, target: Any, work_dir: Path, report: Progress,
@@ -435,7 +466,11 @@ def _tune(tasks: list[Any], needs: list[int], total: int, target: Any, work_dir:
     ms_logger.setLevel(logging.WARNING)
     _drop_unnamed_handlers(ms_logger)
     per_task = max(needs)
-    contexts, weights = _tune_contexts(tasks, work_dir, _search(per_task))
+    contexts, weights, convs = _tune_contexts(tasks, work_dir, _search(per_task))
+    builder = _progress_builder(total, report, linker if board else None)
+    runner = _rpc_runner(board) if board else ms.runner.LocalRunner()
+    database = ms.database.JSONDatabase(work_dir=str(work_dir))
+    _seed_default_tiles(convs, database, builder.inner, runner, report)
     ms.tune.tune_tasks(
         tasks=contexts,
         task_weights=weights,
@@ -443,9 +478,9 @@ def _tune(tasks: list[Any], needs: list[int], total: int, target: Any, work_dir:
         max_trials_global=total,
         max_trials_per_task=per_task,
         num_trials_per_iter=min(64, per_task),
-        builder=_progress_builder(total, report, linker if board else None),
-        runner=_rpc_runner(board) if board else "local",
-        database=ms.database.JSONDatabase(work_dir=str(work_dir)),
+        builder=builder,
+        runner=runner,
+        database=database,
     )
 
 
