@@ -156,7 +156,7 @@ def test_a_busy_board_fails_after_a_short_wait(mutual_run: Path, tmp_path: Path,
 
 @pytest.mark.slow
 def test_tuning_through_the_emulated_board_is_measured_there_reused_and_correct(tmp_path: Path) -> None:
-    """2 trials (one per task) measured on the qemu board; a second export reuses them without a
+    """2 trials (one per task) and the conv task's default tiles measured on the qemu board; a second export reuses them without a
     board; the tuned library matches onnxruntime on the board. ~1-2 min on 2 cores."""
     from toolchain_support import need_emulated_board
 
@@ -177,14 +177,15 @@ def test_tuning_through_the_emulated_board_is_measured_there_reused_and_correct(
         messages: list[str] = []
         first = compile_onnx(first_onnx, rpi4, tmp_path / "a.so", input_name="input", input_shape=SHAPE, tune_trials=2,
                              tuning_dir=db_root, tuning_board=board, progress=messages.append)
-        assert not first.tuning_reused and first.tuning_details["measured_now"] == 2
+        assert not first.tuning_reused and first.tuning_details["measured_now"] == 3  # + the conv task's default tiles
         assert "emulated" in first.tuning_details["measured_on"]
         assert any("2/2 trials measured" in m for m in messages)
+        assert any("measuring the default tiles of 1 conv tasks" in m for m in messages)
         meta = tuning.read_meta(first.tuning_database)
-        assert meta["runs"][-1]["trials"] == 2 and meta["runs"][-1]["timings_meaningful"] is False
+        assert meta["runs"][-1]["trials"] == 3 and meta["runs"][-1]["timings_meaningful"] is False
         assert {w["task"] for w in meta["workloads"].values()} == {"fused_conv2d_add_relu", "fused_matmul_add1"}
         records = tuning.committed_records(first.tuning_database).read_text().splitlines()
-        assert len(records) == 2  # one measured candidate per task, from the board
+        assert len(records) == 3  # one searched candidate per task and the conv task's seed, all from the board
 
         # Other weights, same shapes, no board: rpi4 cannot be tuned here, but the database has all it needs.
         start = time.perf_counter()
