@@ -60,9 +60,13 @@ class Lowering:
     """The form whose MACs this one's kernels execute (None: its graph's), e.g. the fused shift kernel
     executes the trained form's (the shift's moves are addresses, not the one-hot conv's K² MACs)."""
 
+    def ships_on(self, backend: str | None) -> bool:
+        """Whether ``backend`` can ship this form (every backend, but for another backend's own form)."""
+        return self.backend in (None, backend)
+
     def for_backend(self, backend: str | None) -> str:
         """The form ``backend`` ships when this one is asked for (this one, or the graph it compiles from)."""
-        return self.name if self.backend in (None, backend) else str(self.graph)
+        return self.name if self.ships_on(backend) else str(self.graph)
 
 
 LOWERINGS: Registry[Lowering] = Registry("lowering", ordered=True)
@@ -104,7 +108,7 @@ def graph_form(name: str) -> str:
 def check_requested(name: str, backend: str) -> None:
     """Refuse an unknown ``--lowering``, or a form of another backend than the one exporting."""
     form = get_lowering(name)
-    if form.backend not in (None, backend):
+    if not form.ships_on(backend):
         others = [n for n in LOWERINGS.names() if LOWERINGS.get(n).backend is None]
         raise EdgeDistillError(f"--lowering {name} is compiled by the {form.backend} backend only, not {backend}",
                                f"add --backend {form.backend}, or use --lowering {AUTO} or one of {', '.join(others)}")
@@ -197,7 +201,7 @@ def candidate_forms(model: nn.Module, backend: str | None = None) -> list[str]:
     has only ``trained``. A backend's own forms are candidates of that backend only."""
     names = ["trained"]
     for name in LOWERINGS.names():
-        if name != "trained" and LOWERINGS.get(name).backend in (None, backend) and lower(model, name)[1]:
+        if name != "trained" and LOWERINGS.get(name).ships_on(backend) and lower(model, name)[1]:
             names.append(name)
     return names
 
