@@ -12,6 +12,8 @@
 * ``tune_trials > 0`` tunes the CPU code with MetaSchedule into the target's one database,
   shared by every model (see :mod:`edgedistill.backends.tvm.tuning`); candidates run here, or on
   a board through an RPC tracker (``tuning_board``).
+* dense conv weights are stored HWIO in the CPU code (:mod:`edgedistill.backends.tvm.weight_layout`),
+  so that conv kernels vectorise over output channels;
 * every conv kernel that no tuning record covers (all of them with ``tune_trials=0``) gets the
   default direct-convolution schedule of :mod:`edgedistill.backends.tvm.conv_schedule` (parallel,
   register-tiled, vectorised); TVM itself would compile it as naive scalar loops on one thread.
@@ -39,6 +41,7 @@ from edgedistill.export.targets import Target, host_arch, host_can_run
 from edgedistill.backends.tvm.fused_shift import fuse_for_compile
 from edgedistill.backends.tvm.onnx_import import FALLBACK_HINT, import_tvm, onnx_to_relax
 from edgedistill.backends.tvm.conv_schedule import schedule_untuned
+from edgedistill.backends.tvm.weight_layout import conv_weights_hwio
 from edgedistill.backends.tvm.tuning import BoardRunner, apply_tuning, database_dir, default_tuning_dir, fuse_kernels
 from edgedistill.toolchains import cc
 from edgedistill.utils.atomic import atomic_path
@@ -206,6 +209,7 @@ def compile_onnx(
     mod = onnx_to_relax(model, input_name, input_shape)
 
     cpu_mod, fused = fuse_for_compile(mod, fuse_shift, report)  # each shift → 1×1 conv as one kernel (CPU code)
+    cpu_mod, _ = conv_weights_hwio(cpu_mod)  # weights output-channel innermost: the conv template's vectors
     tuning = None
     if tune_trials > 0:
         # One database per target, shared by every model: MetaSchedule keys records by each kernel's TIR.

@@ -408,14 +408,16 @@ def find_shift_convs(module: Any, func: Any) -> dict[Any, ShiftConv]:
 
 
 def kernel_weight(spec: ShiftConv) -> np.ndarray:
-    """The 1×1 weights as the kernel reads them: (O, C), or for the interleaved layout (O, G·K²) with
-    zero columns past C, so the channel groups (K² channels each, the tail one included) are whole."""
-    if spec.interleaved is None:
-        return spec.weight
-    k2 = spec.interleaved[0] ** 2
-    channels = spec.weight.shape[1]
-    whole = -(-channels // k2) * k2
-    return np.pad(spec.weight, ((0, 0), (0, whole - channels))) if whole > channels else spec.weight
+    """The 1×1 weights as the kernel reads them, output channel innermost (what the direct-conv
+    template vectorises over): (C, O), or for the interleaved layout (G·K², O) with zero rows past C,
+    so the channel groups (K² channels each, the tail one included) are whole."""
+    weight = spec.weight
+    if spec.interleaved is not None:
+        k2 = spec.interleaved[0] ** 2
+        channels = weight.shape[1]
+        whole = -(-channels // k2) * k2
+        weight = np.pad(weight, ((0, 0), (0, whole - channels))) if whole > channels else weight
+    return np.ascontiguousarray(weight.T)
 
 
 def shift_conv_te(x: Any, weight: Any, *extra: Any, spec: ShiftConv, padded: bool = True) -> Any:
@@ -440,7 +442,7 @@ def shift_conv_te(x: Any, weight: Any, *extra: Any, spec: ShiftConv, padded: boo
         return tirx.if_then_else(inside if valid is None else tirx.all(valid, inside), x[n, c, iy, ix], zero)
 
     if padded:  # zero border (and zero channels up to whole groups) as its own stage: no test per MAC
-        span = int(weight.shape[1])
+        span = int(weight.shape[0])
         (top, left), (far_y, far_x) = -spec.offsets.min(axis=0).clip(max=0), spec.offsets.max(axis=0)
         bottom = max(0, (out_h - 1) * sy + int(far_y) - (height - 1))
         right = max(0, (out_w - 1) * sx + int(far_x) - (width - 1))
@@ -464,11 +466,11 @@ def shift_conv_te(x: Any, weight: Any, *extra: Any, spec: ShiftConv, padded: boo
         def body(n: Any, o: Any, y: Any, xx: Any) -> Any:
             c = rc.var
             dy, dx = table[c, 0].astype("int64"), table[c, 1].astype("int64")
-            return te.sum(weight[o, c] * read(n, c, y * sy + dy, xx * sx + dx), axis=rc)
+            return te.sum(weight[c, o] * read(n, c, y * sy + dy, xx * sx + dx), axis=rc)
     else:
         k, shifted, sign = spec.interleaved
         r, k2 = k // 2, k * k
-        groups = int(weight.shape[1]) // k2
+        groups = int(weight.shape[0]) // k2
         i64 = lambda v: tirx.const(v, "int64")  # noqa: E731
         rg = te.reduce_axis((i64(0), i64(groups)), name="rg")
         ry = te.reduce_axis((i64(0), i64(k)), name="ry")
@@ -483,7 +485,7 @@ def shift_conv_te(x: Any, weight: Any, *extra: Any, spec: ShiftConv, padded: boo
                 moved = g < shifted // k2
                 dy, dx = tirx.Select(moved, dy, i64(0)), tirx.Select(moved, dx, i64(0))
                 valid = c < channels
-            return te.sum(weight[o, c] * read(n, c, y * sy + dy, xx * sx + dx, valid), axis=[rg, ry, rx])
+            return te.sum(weight[c, o] * read(n, c, y * sy + dy, xx * sx + dx, valid), axis=[rg, ry, rx])
 
     out = te.compute((n_out, out_channels, out_h, out_w), body, name="shift_conv2d")
     if bias is None:

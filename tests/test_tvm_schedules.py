@@ -1,0 +1,141 @@
+"""Untuned TVM CPU code: dense conv weights stored HWIO, the direct-conv template's two register
+tiles, and every kernel scheduled at its defaults computing exactly what the unscheduled kernel does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from edgedistill.cheap.modules import ShiftConv2d
+from edgedistill.export import lowering
+from edgedistill.export.onnx_export import INPUT_NAME, export_onnx
+
+tvm = pytest.importorskip("tvm", reason="Apache TVM is not installed (pip install 'edgedistill[tvm]')")
+
+from edgedistill.backends.tvm import conv_schedule  # noqa: E402 - needs tvm
+from edgedistill.backends.tvm.fused_shift import PRIMFUNC_NAME, fuse_shift_conv  # noqa: E402
+from edgedistill.backends.tvm.onnx_import import onnx_to_relax  # noqa: E402
+from edgedistill.backends.tvm.tuning import fuse_kernels  # noqa: E402
+from edgedistill.backends.tvm.weight_layout import HWIO, conv_weights_hwio  # noqa: E402
+
+SHAPE = (1, 3, 20, 22)  # non-square; odd sizes after the stride-2 stem and pooling
+
+
+class TinyImageNet(nn.Module):
+    """An ImageNet-shaped network in miniature: a stride-2 7×7 stem, 3×3/2 max pooling, a shift block,
+    a depthwise → 1×1 block, global mean and a classifier wider than a vector."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 7, stride=2, padding=3), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        self.shift = nn.Sequential(ShiftConv2d(32, 32), nn.BatchNorm2d(32), nn.ReLU())
+        self.depthwise = nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False)
+        self.pointwise = nn.Conv2d(32, 48, 1)
+        self.fc = nn.Linear(48, 37)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.shift(self.stem(x))
+        x = torch.relu(self.pointwise(self.depthwise(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+DENSE_CONVS = 2  # the stem and the pointwise conv; the shift's 1×1 becomes part of the fused kernel
+
+
+@pytest.fixture(scope="module")
+def onnx_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model, _ = lowering.lower(TinyImageNet().eval(), "onehot")
+    return export_onnx(model, SHAPE, tmp_path_factory.mktemp("schedules") / "tiny.onnx").path
+
+
+def _target():  # noqa: ANN202 - a tvm.target.Target
+    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+
+
+def _prepared(path: Path):  # noqa: ANN202 - a tvm.IRModule
+    """What compile_onnx schedules: fused shift kernels, HWIO weights, legalized and fused to TIR."""
+    mod, _ = fuse_shift_conv(onnx_to_relax(onnx.load(str(path)), INPUT_NAME, SHAPE))
+    mod, _ = conv_weights_hwio(mod)
+    return fuse_kernels(mod, _target())
+
+
+def _kernels(mod) -> dict[str, object]:  # noqa: ANN001
+    return {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def test_dense_conv_weights_become_hwio_and_grouped_ones_stay_oihw(onnx_path: Path) -> None:
+    mod, _ = fuse_shift_conv(onnx_to_relax(onnx.load(str(onnx_path)), INPUT_NAME, SHAPE))
+    rewritten, count = conv_weights_hwio(mod)
+    assert count == DENSE_CONVS
+    layouts = {}
+    for binding in rewritten["main"].body.blocks[0].bindings:
+        if getattr(binding.value.op, "name", "") == "relax.nn.conv2d":
+            attrs = binding.value.attrs
+            layouts[int(attrs.groups)] = layouts.get(int(attrs.groups), set()) | {str(attrs.kernel_layout)}
+    assert layouts == {1: {HWIO}, 32: {"OIHW"}}  # the depthwise conv keeps its layout
+
+
+def test_each_conv_kernel_gets_the_register_tile_of_its_weight_layout(onnx_path: Path) -> None:
+    from tvm import s_tir
+
+    modes = {}  # conv block name -> register tiles of the kernels holding one
+    for func in _kernels(_prepared(onnx_path)).values():
+        sch = s_tir.Schedule(func)
+        block = conv_schedule.conv_block(sch)
+        if block is not None:
+            modes.setdefault(sch.get(block).name_hint, []).append(conv_schedule.register_tile(sch, block))
+    assert modes == {
+        "conv2d_nchw": [conv_schedule.CHANNELS] * DENSE_CONVS,  # HWIO weights: a vector of output channels
+        PRIMFUNC_NAME: [conv_schedule.CHANNELS],  # the fused kernel reads its 1×1 weights (C, O)
+        "group_conv2d_nchw": [conv_schedule.WIDTH],  # one input plane per output channel: along the row
+    }
+
+
+def _run_kernel(mod, args: list[np.ndarray]) -> np.ndarray:  # noqa: ANN001 - an IRModule of one kernel
+    tensors = [tvm.runtime.tensor(a) for a in args]
+    tvm.compile(mod, target=_target())(*tensors)
+    return tensors[-1].numpy()
+
+
+def test_every_template_kernel_at_its_defaults_and_sampled_tiles_computes_the_unscheduled_kernel(onnx_path: Path) -> None:
+    """Stem (stride 2, 7×7, odd output), fused shift, depthwise and pointwise convs: the default tiles
+    and several sampled ones give exactly what TVM's unscheduled kernel gives."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    checked = 0
+    for name, kernel in _kernels(_prepared(onnx_path)).items():
+        func = tvm.IRModule({"main": kernel.with_attr("global_symbol", "main")})
+        default = conv_schedule.default_schedule(func)
+        if default is None:
+            continue
+        rng = np.random.default_rng(3)
+        infos = ms.arg_info.ArgInfo.from_entry_func(func)
+        args = [rng.standard_normal([int(d) for d in info.shape]).astype(str(info.dtype)) for info in infos]
+        expected = _run_kernel(func, args)
+        np.testing.assert_allclose(_run_kernel(default.mod, args), expected, rtol=1e-5, atol=1e-5, err_msg=name)
+        for seed in range(1, 4):
+            sch = s_tir.Schedule(func, seed=seed)
+            conv_schedule.schedule_sampled(sch)
+            np.testing.assert_allclose(_run_kernel(sch.mod, args), expected, rtol=1e-5, atol=1e-5, err_msg=f"{name} seed {seed}")
+        checked += 1
+    assert checked >= DENSE_CONVS + 2
+
+
+def test_the_untuned_library_computes_the_network(onnx_path: Path, tmp_path: Path) -> None:
+    from edgedistill.backends.tvm.compile import compile_onnx, run_local
+    from edgedistill.export.targets import load_target
+
+    x = np.random.default_rng(7).standard_normal(SHAPE).astype(np.float32)
+    reference = ort.InferenceSession(str(onnx_path)).run(None, {INPUT_NAME: x})[0]
+    artifact = compile_onnx(onnx_path, load_target("host"), tmp_path / "tiny.so", input_name=INPUT_NAME, input_shape=SHAPE,
+                            fuse_shift=True)
+    assert artifact.default_scheduled >= DENSE_CONVS + 2
+    np.testing.assert_allclose(run_local(artifact.path, x), reference, rtol=1e-5, atol=1e-5)
