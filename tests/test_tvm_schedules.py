@@ -1,5 +1,6 @@
 """Untuned TVM CPU code: dense conv weights stored HWIO, the direct-conv template's two register
-tiles, and every kernel scheduled at its defaults computing exactly what the unscheduled kernel does."""
+tiles, and every kernel given its default schedule (conv template, matmul, parallel loops)
+computing exactly what the unscheduled kernel does."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from edgedistill.backends.tvm import conv_schedule  # noqa: E402 - needs tvm
 from edgedistill.backends.tvm.fused_shift import PRIMFUNC_NAME, fuse_shift_conv  # noqa: E402
 from edgedistill.backends.tvm.onnx_import import onnx_to_relax  # noqa: E402
 from edgedistill.backends.tvm.tuning import fuse_kernels  # noqa: E402
+from edgedistill.backends.tvm.untuned import SCHEDULES, schedule_untuned  # noqa: E402
 from edgedistill.backends.tvm.weight_layout import HWIO, conv_weights_hwio  # noqa: E402
 
 SHAPE = (1, 3, 20, 22)  # non-square; odd sizes after the stride-2 stem and pooling
@@ -104,29 +106,71 @@ def _run_kernel(mod, args: list[np.ndarray]) -> np.ndarray:  # noqa: ANN001 - an
     return tensors[-1].numpy()
 
 
+def _kernel_modules(path: Path) -> dict[str, object]:
+    """Each kernel as a module of its own, with random arguments, and what TVM's unscheduled kernel computes."""
+    from tvm.s_tir import meta_schedule as ms
+
+    out = {}
+    for name, kernel in _kernels(_prepared(path)).items():
+        mod = tvm.IRModule({"main": kernel.with_attr("global_symbol", "main")})
+        rng = np.random.default_rng(3)
+        args = [rng.standard_normal([int(d) for d in info.shape]).astype(str(info.dtype)) for info in ms.arg_info.ArgInfo.from_entry_func(mod)]
+        out[name] = (mod, args, _run_kernel(mod, args))
+    return out
+
+
 def test_every_template_kernel_at_its_defaults_and_sampled_tiles_computes_the_unscheduled_kernel(onnx_path: Path) -> None:
     """Stem (stride 2, 7×7, odd output), fused shift, depthwise and pointwise convs: the default tiles
     and several sampled ones give exactly what TVM's unscheduled kernel gives."""
     from tvm import s_tir
-    from tvm.s_tir import meta_schedule as ms
 
     checked = 0
-    for name, kernel in _kernels(_prepared(onnx_path)).items():
-        func = tvm.IRModule({"main": kernel.with_attr("global_symbol", "main")})
-        default = conv_schedule.default_schedule(func)
+    for name, (mod, args, expected) in _kernel_modules(onnx_path).items():
+        default = conv_schedule.default_schedule(mod)
         if default is None:
             continue
-        rng = np.random.default_rng(3)
-        infos = ms.arg_info.ArgInfo.from_entry_func(func)
-        args = [rng.standard_normal([int(d) for d in info.shape]).astype(str(info.dtype)) for info in infos]
-        expected = _run_kernel(func, args)
         np.testing.assert_allclose(_run_kernel(default.mod, args), expected, rtol=1e-5, atol=1e-5, err_msg=name)
         for seed in range(1, 4):
-            sch = s_tir.Schedule(func, seed=seed)
+            sch = s_tir.Schedule(mod, seed=seed)
             conv_schedule.schedule_sampled(sch)
             np.testing.assert_allclose(_run_kernel(sch.mod, args), expected, rtol=1e-5, atol=1e-5, err_msg=f"{name} seed {seed}")
         checked += 1
     assert checked >= DENSE_CONVS + 2
+
+
+def test_every_kernel_gets_a_default_schedule_that_computes_the_unscheduled_kernel(onnx_path: Path) -> None:
+    """The classifier (37 outputs: vectors of 1), the max pooling (its -inf border inlined), the mean and the
+    convs each get the first default schedule that fits them, with the same results."""
+    kernels = _kernel_modules(onnx_path)
+    scheduled, counts = schedule_untuned(_prepared(onnx_path))
+    assert sum(counts.values()) == len(kernels)  # nothing left as naive loops
+    chosen = {}
+    for name, (mod, args, expected) in kernels.items():
+        func = scheduled[name]
+        assert func.attrs["tirx.is_scheduled"], name
+        chosen[name] = next(kind for kind, schedule in SCHEDULES.items() if schedule(mod) is not None)
+        got = _run_kernel(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), args)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=name)
+    assert chosen["max_pool2d"] == chosen["mean"] == "loops"
+    assert [kind for name, kind in chosen.items() if "matmul" in name] == ["matmul"]
+    assert counts == {kind: list(chosen.values()).count(kind) for kind in set(chosen.values())}
+
+
+def test_a_matmul_whose_weights_run_along_the_reduction_keeps_plain_loops() -> None:
+    """y = x · Wᵀ with W stored (out, in): a vector along the output would gather, so no matmul schedule."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def main(x: T.Buffer((1, 64), "float32"), w: T.Buffer((24, 64), "float32"), y: T.Buffer((1, 24), "float32")) -> None:
+        for i, j, k in T.grid(1, 24, 64):
+            with T.sblock("matmul"):
+                vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                with T.init():
+                    y[vi, vj] = T.float32(0)
+                y[vi, vj] = y[vi, vj] + x[vi, vk] * w[vj, vk]
+
+    assert SCHEDULES["matmul"](main) is None
+    assert SCHEDULES["loops"](main) is not None
 
 
 def test_the_untuned_library_computes_the_network(onnx_path: Path, tmp_path: Path) -> None:
@@ -137,5 +181,5 @@ def test_the_untuned_library_computes_the_network(onnx_path: Path, tmp_path: Pat
     reference = ort.InferenceSession(str(onnx_path)).run(None, {INPUT_NAME: x})[0]
     artifact = compile_onnx(onnx_path, load_target("host"), tmp_path / "tiny.so", input_name=INPUT_NAME, input_shape=SHAPE,
                             fuse_shift=True)
-    assert artifact.default_scheduled >= DENSE_CONVS + 2
+    assert artifact.default_scheduled["conv"] >= DENSE_CONVS + 2 and artifact.default_scheduled["matmul"] == 1
     np.testing.assert_allclose(run_local(artifact.path, x), reference, rtol=1e-5, atol=1e-5)

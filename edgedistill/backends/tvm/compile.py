@@ -14,9 +14,10 @@
   a board through an RPC tracker (``tuning_board``).
 * dense conv weights are stored HWIO in the CPU code (:mod:`edgedistill.backends.tvm.weight_layout`),
   so that conv kernels vectorise over output channels;
-* every conv kernel that no tuning record covers (all of them with ``tune_trials=0``) gets the
-  default direct-convolution schedule of :mod:`edgedistill.backends.tvm.conv_schedule` (parallel,
-  register-tiled, vectorised); TVM itself would compile it as naive scalar loops on one thread.
+* every kernel that no tuning record covers (all of them with ``tune_trials=0``) gets a default
+  schedule (:mod:`edgedistill.backends.tvm.untuned`: the direct-convolution template for convs,
+  parallel and vectorised loops for the rest); TVM itself would compile it as naive scalar loops on
+  one thread.
 * ``fuse_shift=True`` compiles each shift → 1×1 conv of the CPU code as one kernel that reads
   the shifted addresses directly (:mod:`edgedistill.backends.tvm.fused_shift`): what the export's
   ``fused`` form of the cheap layers asks for; ``--lowering auto`` times it against the others.
@@ -40,7 +41,7 @@ from edgedistill.backends.tvm import cuda as tvm_cuda
 from edgedistill.export.targets import Target, host_arch, host_can_run
 from edgedistill.backends.tvm.fused_shift import fuse_for_compile
 from edgedistill.backends.tvm.onnx_import import FALLBACK_HINT, import_tvm, onnx_to_relax
-from edgedistill.backends.tvm.conv_schedule import schedule_untuned
+from edgedistill.backends.tvm.untuned import schedule_untuned
 from edgedistill.backends.tvm.weight_layout import conv_weights_hwio
 from edgedistill.backends.tvm.tuning import BoardRunner, apply_tuning, database_dir, default_tuning_dir, fuse_kernels
 from edgedistill.toolchains import cc
@@ -68,7 +69,7 @@ class TvmArtifact:
     compile_seconds: float = 0.0
     linker: str = ""  # compiler that linked the .so ("" for .tar)
     fused: dict[str, int] | None = None  # fused kernels in the CPU library, e.g. {"shift_conv": 18}; None: fusion off
-    default_scheduled: int = 0  # conv kernels of the CPU library with no tuning record: scheduled by conv_schedule's default
+    default_scheduled: dict[str, int] = field(default_factory=dict)  # kernels with no tuning record, per default schedule (untuned.SCHEDULES)
 
     def manifest(self, root: str | os.PathLike[str]) -> dict[str, Any]:
         """The ``artifacts.tvm`` entry of a bundle manifest, paths relative to ``root``."""
@@ -80,7 +81,7 @@ class TvmArtifact:
             "not_compiled": dict(self.not_compiled),
             "tuning": {"trials": self.tuned_trials, "reused": self.tuning_reused, **self.tuning_details},
             "compile_seconds": round(self.compile_seconds, 2),
-            "default_scheduled": self.default_scheduled,
+            "default_scheduled": dict(self.default_scheduled),
         }
         if self.fused is not None:
             entry["fused"] = dict(self.fused)
@@ -221,7 +222,8 @@ def compile_onnx(
         cpu_mod = fuse_kernels(cpu_mod, tvm.target.Target(cpu))
     cpu_mod, default_scheduled = schedule_untuned(cpu_mod)  # TVM would compile them as naive scalar loops
     if default_scheduled:
-        report(f"{default_scheduled} conv kernels without a tuning record get the default direct-convolution schedule")
+        kinds = ", ".join(f"{n} {name}" for name, n in default_scheduled.items())
+        report(f"{sum(default_scheduled.values())} kernels without a tuning record get a default schedule ({kinds})")
     report(f"compiling for {cpu['mtriple']} / {cpu['mcpu']}")
     _export(tvm, _build(tvm, cpu_mod, cpu), out, fmt, linker, report)
 

@@ -39,9 +39,10 @@ best of all applies. Other tasks (the classifier's matmul) keep MetaSchedule's r
 :mod:`edgedistill.backends.tvm.tuning`), so the search starts from them and the record applied is
 never one measured slower than the untuned code.
 
-**Untuned** (:func:`schedule_untuned`): every conv kernel that got no record (``--tune-trials 0``,
-or fewer trials than tasks) gets this template with fixed tiles (:func:`default_tiles`), so that
-untuned code is multi-threaded and vectorised rather than naive; it is still labelled untuned.
+**Untuned** (:func:`default_schedule`, applied by :mod:`edgedistill.backends.tvm.untuned`): every
+conv kernel that got no record (``--tune-trials 0``, or fewer trials than tasks) gets this template
+with fixed tiles (:func:`default_tiles`), so that untuned code is multi-threaded and vectorised
+rather than naive; it is still labelled untuned.
 Every library is parity-checked at export whatever scheduled it.
 """
 
@@ -189,19 +190,3 @@ def conv_space() -> Any:
     from tvm.s_tir import meta_schedule as ms
 
     return ms.space_generator.ScheduleFn(schedule_sampled)
-
-
-def schedule_untuned(mod: Any) -> tuple[Any, int]:
-    """``mod`` (legalized and fused) with every conv kernel that nothing scheduled given the template
-    at its default tiles, and how many were. A kernel the template cannot schedule stays as it was."""
-    import tvm
-
-    scheduled = 0
-    for gvar, func in list(mod.functions_items()):
-        if not isinstance(func, tvm.tirx.PrimFunc) or (func.attrs and func.attrs.get("tirx.is_scheduled")):
-            continue
-        sch = default_schedule(func)
-        if sch is not None:
-            mod[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
-            scheduled += 1
-    return mod, scheduled
