@@ -119,36 +119,55 @@ def _kernel_modules(path: Path) -> dict[str, object]:
     return out
 
 
-def test_every_template_kernel_at_its_defaults_and_sampled_tiles_computes_the_unscheduled_kernel(onnx_path: Path) -> None:
-    """Stem (stride 2, 7×7, odd output), fused shift, depthwise and pointwise convs: the default tiles
-    and several sampled ones give exactly what TVM's unscheduled kernel gives."""
+@pytest.mark.parametrize("lanes", [1, 16])  # TinyImageNet's kernels are big enough for two threads with 1 lane, not with 16
+def test_every_template_kernel_at_its_defaults_and_sampled_tiles_computes_the_unscheduled_kernel(onnx_path: Path, lanes: int) -> None:
+    """Stem (stride 2, 7×7, odd output), fused shift, depthwise and pointwise convs, in parallel or
+    not: the default tiles and several sampled ones give exactly what TVM's unscheduled kernel gives."""
     from tvm import s_tir
 
     checked = 0
     for name, (mod, args, expected) in _kernel_modules(onnx_path).items():
-        default = conv_schedule.default_schedule(mod)
+        default = conv_schedule.default_schedule(mod, lanes)
         if default is None:
             continue
         np.testing.assert_allclose(_run_kernel(default.mod, args), expected, rtol=1e-5, atol=1e-5, err_msg=name)
         for seed in range(1, 4):
             sch = s_tir.Schedule(mod, seed=seed)
-            conv_schedule.schedule_sampled(sch)
+            conv_schedule.schedule_sampled(sch, lanes)
             np.testing.assert_allclose(_run_kernel(sch.mod, args), expected, rtol=1e-5, atol=1e-5, err_msg=f"{name} seed {seed}")
         checked += 1
     assert checked >= DENSE_CONVS + 2
+
+
+def test_a_kernel_runs_in_parallel_only_with_the_work_for_two_threads(onnx_path: Path) -> None:
+    """The bar is in vector multiply-adds: with 16 lanes the tiny stem runs on one thread, with 1 lane
+    (a bar 16 times lower) in parallel; the default and the sampled tiles agree."""
+    from tvm import s_tir
+
+    stem = next(mod for name, (mod, _, _) in _kernel_modules(onnx_path).items() if "conv2d_add_relu" in name and "shift" not in name)
+    sch = s_tir.Schedule(stem)
+    macs = int(np.prod([int(sch.get(loop).extent) for loop in sch.get_loops(conv_schedule.conv_block(sch))]))
+    assert macs == 32 * 10 * 11 * 3 * 7 * 7  # 32 channels of a 10×11 output (stride 2), 3 input channels, 7×7
+    for lanes in (1, 16):
+        parallel = conv_schedule.worth_parallel(macs, lanes)
+        assert parallel == (lanes == 1)
+        sampled = s_tir.Schedule(stem, seed=1)
+        conv_schedule.schedule_sampled(sampled, lanes)
+        for scheduled in (conv_schedule.default_schedule(stem, lanes).mod, sampled.mod):
+            assert ("T.parallel" in scheduled.script()) == parallel
 
 
 def test_every_kernel_gets_a_default_schedule_that_computes_the_unscheduled_kernel(onnx_path: Path) -> None:
     """The classifier (37 outputs: vectors of 1), the max pooling (its -inf border inlined), the mean and the
     convs each get the first default schedule that fits them, with the same results."""
     kernels = _kernel_modules(onnx_path)
-    scheduled, counts = schedule_untuned(_prepared(onnx_path))
+    scheduled, counts = schedule_untuned(_prepared(onnx_path), _target())
     assert sum(counts.values()) == len(kernels)  # nothing left as naive loops
     chosen = {}
     for name, (mod, args, expected) in kernels.items():
         func = scheduled[name]
         assert func.attrs["tirx.is_scheduled"], name
-        chosen[name] = next(kind for kind, schedule in SCHEDULES.items() if schedule(mod) is not None)
+        chosen[name] = next(kind for kind, schedule in SCHEDULES.items() if schedule(mod, 16) is not None)
         got = _run_kernel(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), args)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=name)
     assert chosen["max_pool2d"] == chosen["mean"] == "loops"
@@ -169,8 +188,8 @@ def test_a_matmul_whose_weights_run_along_the_reduction_keeps_plain_loops() -> N
                     y[vi, vj] = T.float32(0)
                 y[vi, vj] = y[vi, vj] + x[vi, vk] * w[vj, vk]
 
-    assert SCHEDULES["matmul"](main) is None
-    assert SCHEDULES["loops"](main) is not None
+    assert SCHEDULES["matmul"](main, 16) is None
+    assert SCHEDULES["loops"](main, 16) is not None
 
 
 def test_the_untuned_library_computes_the_network(onnx_path: Path, tmp_path: Path) -> None:

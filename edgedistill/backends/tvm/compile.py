@@ -220,7 +220,7 @@ def compile_onnx(
                                        linker=(linker or find_linker(target)) if tuning_board else None)
     else:
         cpu_mod = fuse_kernels(cpu_mod, tvm.target.Target(cpu))
-    cpu_mod, default_scheduled = schedule_untuned(cpu_mod)  # TVM would compile them as naive scalar loops
+    cpu_mod, default_scheduled = schedule_untuned(cpu_mod, tvm.target.Target(cpu))  # TVM would compile them as naive scalar loops
     if default_scheduled:
         kinds = ", ".join(f"{n} {name}" for name, n in default_scheduled.items())
         report(f"{sum(default_scheduled.values())} kernels without a tuning record get a default schedule ({kinds})")

@@ -27,7 +27,8 @@ output ``(n, o, y, x)`` (``conv2d_nchw``, ``group_conv2d_nchw`` — depthwise in
   - *width* (depthwise and grouped convs: each channel reads its own input plane): a vector along
     the output row, times output channels and rows unrolled;
 
-* the outer (n, o, y) loops run in parallel, and so does each stage before the conv (its zero border).
+* the outer (n, o, y) loops run in parallel, and so does each stage before the conv (its zero
+  border), when the kernel has the work for two threads (:func:`worth_parallel`).
 
 **Tuned** (:func:`conv_space`): conv tasks search this template, the inner tile sizes sampled as
 perfect tiles, which MetaSchedule's evolutionary search, cost model and tile-size mutator explore
@@ -53,7 +54,7 @@ from typing import Any
 
 from edgedistill.backends.tvm.fused_shift import PRIMFUNC_NAME
 
-SPACE = "edgedistill-direct-conv/2"
+SPACE = "edgedistill-direct-conv/3"
 CONV_BLOCKS = ("conv2d_nchw", "group_conv2d_nchw", PRIMFUNC_NAME)
 """Reduction blocks the template schedules: TOPI's NCHW convs (LegalizeOps) and the fused shift kernel."""
 CHANNELS, WIDTH = "channels", "width"
@@ -62,6 +63,13 @@ MAX_INNER = {CHANNELS: {"o": 64, "y": 8, "x": 16}, WIDTH: {"o": 16, "y": 4, "x":
 """Largest inner tile the search may sample per axis."""
 DEFAULT_ACCUMULATORS = 16
 """Vector accumulators of a default tile (AVX-512 and NEON have 32 vector registers)."""
+PARALLEL_MIN_VECTOR_MACS = 64 * 1024
+"""A kernel runs in parallel only with at least this much work, in vector multiply-adds (its
+multiply-adds or loop iterations over the target's float32 lanes): below that, waking the thread
+pool and waiting for it costs more than the second thread saves. Measured 2026-12-07 on this 2-core
+AVX-512 host (16 lanes, so 1 M multiply-adds): every kernel of ResNet-20's shift student at 32×32
+(0.13-0.6 M) ran faster on one thread (the network 0.275 -> 0.222 ms), its teacher's 3×3 convs
+(2.4 M) on two. With NEON's 4 lanes the bar is 256 K multiply-adds."""
 Tiler = Callable[[Any, str, Any], list[Any]]  # (schedule, axis name, loop) -> split factors
 
 
@@ -71,15 +79,29 @@ def conv_block(sch: Any) -> Any | None:
     return found[0] if len(found) == 1 else None
 
 
+def vector_lanes(target: Any) -> int:
+    """float32 lanes of ``target``'s vectors (16 with AVX-512, 4 with NEON)."""
+    from tvm.target import codegen
+
+    return max(1, codegen.llvm_get_vector_width(target) // 32)
+
+
+def worth_parallel(work: int, lanes: int) -> bool:
+    """Whether ``work`` multiply-adds (or loop iterations) are enough to run in parallel (see
+    :data:`PARALLEL_MIN_VECTOR_MACS`)."""
+    return work >= PARALLEL_MIN_VECTOR_MACS * lanes
+
+
 def is_conv_task(mod: Any) -> bool:
     """Whether a tuning task's module is a conv kernel the template schedules (tried at its default
     tiles: a kernel it does not fit keeps MetaSchedule's rules rather than failing the search)."""
-    return default_schedule(mod) is not None
+    return default_schedule(mod, lanes=1) is not None
 
 
-def default_schedule(mod: Any) -> Any | None:
-    """``mod``'s conv kernel scheduled by the template at its default tiles, or None: not a conv
-    kernel, or one the template does not fit (it stays as it was: slow, still correct)."""
+def default_schedule(mod: Any, lanes: int) -> Any | None:
+    """``mod``'s conv kernel scheduled by the template at its default tiles for a target with
+    ``lanes`` float32 lanes, or None: not a conv kernel, or one the template does not fit (it stays
+    as it was: slow, still correct)."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(mod)
@@ -87,7 +109,7 @@ def default_schedule(mod: Any) -> Any | None:
     if conv is None:
         return None
     try:
-        schedule_conv(sch, conv, _default(sch, conv))
+        schedule_conv(sch, conv, _default(sch, conv), lanes)
     except s_tir.ScheduleError:
         return None
     return sch
@@ -104,11 +126,16 @@ def register_tile(sch: Any, conv: Any) -> str:
     return CHANNELS if any(len(read.region) >= 2 and read.region[-1].min.same_as(o) for read in block.reads) else WIDTH
 
 
-def schedule_conv(sch: Any, conv: Any, tile: Callable[[str], Tiler]) -> None:
+def schedule_conv(sch: Any, conv: Any, tile: Callable[[str], Tiler], lanes: int) -> None:
     """Apply the template to the conv block ``conv`` of ``sch``, each (outer, inner) split by
-    ``tile(mode)`` for the block's :func:`register_tile` mode."""
+    ``tile(mode)`` for the block's :func:`register_tile` mode; in parallel when the kernel has the
+    work for it on a target with ``lanes`` float32 lanes (:func:`worth_parallel`)."""
     mode = register_tile(sch, conv)
     tiler = tile(mode)
+    macs = 1
+    for loop in sch.get_loops(conv):
+        macs *= int(sch.get(loop).extent)
+    parallel = worth_parallel(macs, lanes)
     producers = sch.get_producers(conv)
     accumulate = sch.cache_write(conv, 0, "local")
     while consumers := sch.get_consumers(accumulate):  # bias, residual add, ReLU: into the write-back
@@ -118,26 +145,32 @@ def schedule_conv(sch: Any, conv: Any, tile: Callable[[str], Tiler]) -> None:
     if mode == CHANNELS:
         # Rows outside channels: a thread's consecutive tiles read the same input rows (cache hits).
         sch.reorder(n, y_out, o_out, x_out, *reduction, y_in, x_in, o_in)
-        sch.parallel(sch.fuse(n, y_out, o_out))
+        outer = sch.fuse(n, y_out, o_out)
         sch.unroll(y_in)
         sch.unroll(x_in)
         sch.vectorize(o_in)
     else:
         sch.reorder(n, o_out, y_out, x_out, *reduction, o_in, y_in, x_in)
-        sch.parallel(sch.fuse(n, o_out, y_out))
+        outer = sch.fuse(n, o_out, y_out)
         sch.unroll(o_in)
         sch.unroll(y_in)
         sch.vectorize(x_in)
-    # (the write-back's loops are not vectorised: how many reverse_compute_at makes depends on the tile
-    # sizes, unit extents get none, and a trace whose instructions change their number of outputs
-    # cannot be replayed with other sampled sizes)
-    sch.reverse_compute_at(accumulate, x_out)
+    if parallel:
+        sch.parallel(outer)
+    # The write-back (with the epilogue) along the output row: its loops kept even where a tile size is
+    # 1, so that their number does not depend on the sampled sizes (a trace whose instructions change
+    # their number of outputs cannot be replayed with other sizes).
+    sch.reverse_compute_at(accumulate, x_out, preserve_unit_loops=True)
+    *_, wb_o, wb_y, wb_x = sch.get_loops(accumulate)
+    sch.unroll(wb_o)
+    sch.unroll(wb_y)
+    sch.vectorize(wb_x)
     if mode == CHANNELS:  # the accumulator channel-innermost, so that its vectors are contiguous
         sch.transform_layout(conv, ("write", 0), lambda n, o, y, x: (n, y, x, o))
     sch.decompose_reduction(conv, reduction[0])
     for producer in producers:  # the zero border (pad_temp, shift_pad): a stage of its own, in parallel
         loops = sch.get_loops(producer)
-        if len(loops) >= 2:
+        if parallel and len(loops) >= 2:
             sch.parallel(sch.fuse(*loops[:2]))
 
 
@@ -180,13 +213,16 @@ def _default(sch: Any, conv: Any) -> Callable[[str], Tiler]:
     return tiler
 
 
-def schedule_sampled(sch: Any) -> None:
-    """The tuning space of a conv task: the template with sampled tile sizes."""
-    schedule_conv(sch, conv_block(sch), _sampled)
+def schedule_sampled(sch: Any, lanes: int) -> None:
+    """The tuning space of a conv task for a target with ``lanes`` float32 lanes: the template with
+    sampled tile sizes."""
+    schedule_conv(sch, conv_block(sch), _sampled, lanes)
 
 
-def conv_space() -> Any:
-    """The template as a MetaSchedule space generator (the target's postprocessors and mutators)."""
+def conv_space(target: Any) -> Any:
+    """The template as a MetaSchedule space generator for ``target`` (with the target's
+    postprocessors and mutators)."""
     from tvm.s_tir import meta_schedule as ms
 
-    return ms.space_generator.ScheduleFn(schedule_sampled)
+    lanes = vector_lanes(target)
+    return ms.space_generator.ScheduleFn(lambda sch: schedule_sampled(sch, lanes))

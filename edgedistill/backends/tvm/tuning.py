@@ -74,7 +74,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edgedistill.backends.tvm.conv_schedule import SPACE as CONV_SPACE, conv_space, default_schedule, is_conv_task
+from edgedistill.backends.tvm.conv_schedule import SPACE as CONV_SPACE, conv_space, default_schedule, is_conv_task, vector_lanes
 from edgedistill.errors import ToolchainError
 from edgedistill.utils.atomic import write_json_atomic
 from edgedistill.utils.cache import cache_dir
@@ -424,7 +424,7 @@ def _tune_contexts(tasks: list[Any], work_dir: Path, strategy: Any) -> tuple[lis
     for task in tasks:
         conv = _space(task) == CONV_SPACE
         made = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            [task], str(work_dir), space=conv_space() if conv else "post-order-apply", strategy=strategy)
+            [task], str(work_dir), space=conv_space(task.target) if conv else "post-order-apply", strategy=strategy)
         contexts += made[0]
         weights += made[1]
         convs += made[0] if conv else []
@@ -439,7 +439,7 @@ def _seed_default_tiles(contexts: list[Any], database: Any, builder: Any, runner
     or run is left out (the search goes on without it)."""
     from tvm.s_tir import meta_schedule as ms
 
-    seeds = [(context, sch) for context in contexts if (sch := default_schedule(context.mod)) is not None]
+    seeds = [(context, sch) for context in contexts if (sch := default_schedule(context.mod, vector_lanes(context.target))) is not None]
     if not seeds:
         return
     report(f"tuning: measuring the default tiles of {len(seeds)} conv tasks first (the search starts from them)")

@@ -12,6 +12,9 @@ one thread. Each such kernel gets the first of these schedules that fits it (:da
   spatial loops of each block in parallel, the innermost spatial loop left to LLVM's vectoriser,
   small reductions unrolled.
 
+Like the conv template, a kernel too small to gain from a second thread runs on one
+(:func:`~edgedistill.backends.tvm.conv_schedule.worth_parallel`).
+
 Measured 2026-12-07 on this 2-core AVX-512 host, 2 threads, the ImageNet ResNet-18 kernels that
 are not convs: the 3×3/2 max pooling 0.38 → 0.12 ms, the 512 → 1000 classifier 0.51 → 0.04 ms
 (onnxruntime: 0.10 and 0.055 ms). Every library is parity-checked at export whatever scheduled it.
@@ -22,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from edgedistill.backends.tvm.conv_schedule import default_schedule as conv_default
+from edgedistill.backends.tvm.conv_schedule import default_schedule as conv_default, vector_lanes, worth_parallel
 
 MATMUL_VECTOR = 8
 """Output elements per accumulator of the matmul schedule (best of 8, 40, 200 for the classifier)."""
@@ -31,7 +34,15 @@ UNROLL_REDUCTION = 64
 DATA_PARALLEL, REDUCTION = 0, 2  # tirx IterVar types
 
 
-def _matmul(mod: Any) -> Any | None:
+def _work(sch: Any, block: Any) -> int:
+    """Iterations of ``block``'s loop nest (multiply-adds, for a matmul)."""
+    work = 1
+    for loop in sch.get_loops(block):
+        work *= int(sch.get(loop).extent)
+    return work
+
+
+def _matmul(mod: Any, lanes: int) -> Any | None:
     """``mod``'s matmul, vectorised along the output, or None when it is not such a matmul."""
     from tvm import s_tir
 
@@ -49,6 +60,7 @@ def _matmul(mod: Any) -> Any | None:
         return None  # the weights are not contiguous along the output: a vector would gather
     extent = int(iters[1].dom.extent)
     vector = max(d for d in range(1, min(extent, MATMUL_VECTOR) + 1) if extent % d == 0)
+    parallel = worth_parallel(_work(sch, block), lanes)
     try:
         accumulate = sch.cache_write(block, 0, "local")
         while consumers := sch.get_consumers(accumulate):  # the bias add: into the write-back
@@ -57,7 +69,8 @@ def _matmul(mod: Any) -> Any | None:
         j_out, j_in = sch.split(j_loop, [None, vector])
         sch.reorder(i, j_out, k, j_in)
         outer = sch.fuse(i, j_out)
-        sch.parallel(outer)
+        if parallel:
+            sch.parallel(outer)
         sch.vectorize(j_in)
         sch.reverse_compute_at(accumulate, outer)
         sch.decompose_reduction(block, k)
@@ -66,9 +79,10 @@ def _matmul(mod: Any) -> Any | None:
     return sch
 
 
-def _loops(mod: Any) -> Any | None:
-    """``mod`` with its padding inlined and each block's outer spatial loops in parallel (None when
-    no block has loops in the plain order TOPI writes them: spatial, then reduction)."""
+def _loops(mod: Any, lanes: int) -> Any | None:
+    """``mod`` with its padding inlined and each block's outer spatial loops in parallel where the
+    block has the work for it (None when no block has loops in the plain order TOPI writes them:
+    spatial, then reduction)."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(mod)
@@ -85,9 +99,10 @@ def _loops(mod: Any) -> Any | None:
         if len(loops) != len(kinds) or kinds != [DATA_PARALLEL] * spatial + [REDUCTION] * (len(kinds) - spatial) or not spatial:
             continue
         extents = [int(sch.get(loop).extent) for loop in loops]
-        # keep a long innermost spatial loop out of the parallel one: it is what LLVM vectorises
-        parallel = spatial - 1 if spatial > 1 and extents[spatial - 1] >= 8 else spatial
-        sch.parallel(sch.fuse(*loops[:parallel]) if parallel > 1 else loops[0])
+        if worth_parallel(_work(sch, block), lanes):
+            # keep a long innermost spatial loop out of the parallel one: it is what LLVM vectorises
+            parallel = spatial - 1 if spatial > 1 and extents[spatial - 1] >= 8 else spatial
+            sch.parallel(sch.fuse(*loops[:parallel]) if parallel > 1 else loops[0])
         reduction = loops[spatial:]
         steps = 1
         for extent in extents[spatial:]:
@@ -99,22 +114,24 @@ def _loops(mod: Any) -> Any | None:
     return sch if scheduled else None
 
 
-SCHEDULES: dict[str, Callable[[Any], Any | None]] = {"conv": conv_default, "matmul": _matmul, "loops": _loops}
-"""Default schedules, tried in order: name -> (kernel module -> a schedule, or None when it does not fit)."""
+SCHEDULES: dict[str, Callable[[Any, int], Any | None]] = {"conv": conv_default, "matmul": _matmul, "loops": _loops}
+"""Default schedules, tried in order: name -> (kernel module, float32 lanes -> a schedule, or None
+when it does not fit)."""
 
 
-def schedule_untuned(mod: Any) -> tuple[Any, dict[str, int]]:
+def schedule_untuned(mod: Any, target: Any) -> tuple[Any, dict[str, int]]:
     """``mod`` (legalized and fused) with every kernel that nothing scheduled given the first default
-    schedule that fits it, and how many kernels each schedule got. A kernel no schedule fits stays
-    as it was (slow, still correct)."""
+    schedule that fits it for ``target``, and how many kernels each schedule got. A kernel no
+    schedule fits stays as it was (slow, still correct)."""
     import tvm
 
+    lanes = vector_lanes(target)
     counts = dict.fromkeys(SCHEDULES, 0)
     for gvar, func in list(mod.functions_items()):
         if not isinstance(func, tvm.tirx.PrimFunc) or (func.attrs and func.attrs.get("tirx.is_scheduled")):
             continue
         for name, schedule in SCHEDULES.items():
-            sch = schedule(func)
+            sch = schedule(func, lanes)
             if sch is not None:
                 mod[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
                 counts[name] += 1
