@@ -91,6 +91,18 @@ def test_tuning_survives_an_unnamed_handler_on_metaschedules_logger(tmp_path: Pa
     assert artifact.tuned_trials == 2 and not artifact.tuning_reused
 
 
+def test_metaschedules_tables_stay_out_of_the_console(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each tune context reruns MetaSchedule's logging setup, which turned its console handler up to
+    DEBUG: from the second task on, its INFO tables went to stdout. Two tasks here (conv, matmul)."""
+    from edgedistill.backends.tvm.compile import compile_onnx
+
+    artifact = compile_onnx(tiny_onnx(tmp_path / "tiny.onnx"), load_target("host"), tmp_path / "m.so", input_name="input",
+                            input_shape=SHAPE, tune_trials=4, tuning_dir=tmp_path / "db")
+    assert artifact.tuning_details["tasks"] == 2
+    out, err = capsys.readouterr()
+    assert "[INFO]" not in out + err and "Postproc" not in out + err
+
+
 # -- bad input: bounded time, one line -------------------------------------------------------------
 
 

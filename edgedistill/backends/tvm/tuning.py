@@ -414,6 +414,16 @@ def _drop_unnamed_handlers(logger: logging.Logger) -> None:
         logger.removeHandler(handler)
 
 
+def _quiet_metaschedule() -> None:
+    """Keep MetaSchedule's INFO tables in work_dir/logs, off the console. Each tune context it makes
+    runs its logging setup again, which sets its logger to DEBUG and gives the console handler the
+    logger's level: without this before every such call, every task after the first printed its
+    tables to stdout."""
+    logger = logging.getLogger(MS_LOGGER)
+    logger.setLevel(logging.WARNING)
+    _drop_unnamed_handlers(logger)
+
+
 def _tune_contexts(tasks: list[Any], work_dir: Path, strategy: Any) -> tuple[list[Any], list[float], list[Any]]:
     """MetaSchedule's tune contexts of ``tasks`` and their weights: conv kernels search our direct-conv
     template (:mod:`~edgedistill.backends.tvm.conv_schedule`), every other task MetaSchedule's own
@@ -423,6 +433,7 @@ def _tune_contexts(tasks: list[Any], work_dir: Path, strategy: Any) -> tuple[lis
     contexts, weights, convs = [], [], []
     for task in tasks:
         conv = _space(task) == CONV_SPACE
+        _quiet_metaschedule()
         made = ms.relax_integration.extracted_tasks_to_tune_contexts(
             [task], str(work_dir), space=conv_space(task.target) if conv else "post-order-apply", strategy=strategy)
         contexts += made[0]
@@ -461,16 +472,13 @@ def _tune(tasks: list[Any], needs: list[int], total: int, target: Any, work_dir:
     from tvm.s_tir import meta_schedule as ms
 
     _fast_tensor_intrin()
-    # MetaSchedule prints big tables at INFO to stdout; keep them in work_dir/logs only.
-    ms_logger = logging.getLogger(MS_LOGGER)
-    ms_logger.setLevel(logging.WARNING)
-    _drop_unnamed_handlers(ms_logger)
     per_task = max(needs)
     contexts, weights, convs = _tune_contexts(tasks, work_dir, _search(per_task))
     builder = _progress_builder(total, report, linker if board else None)
     runner = _rpc_runner(board) if board else ms.runner.LocalRunner()
     database = ms.database.JSONDatabase(work_dir=str(work_dir))
     _seed_default_tiles(convs, database, builder.inner, runner, report)
+    _quiet_metaschedule()
     ms.tune.tune_tasks(
         tasks=contexts,
         task_weights=weights,
