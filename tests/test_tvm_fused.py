@@ -19,6 +19,7 @@ from edgedistill.export.onnx_export import INPUT_NAME, export_onnx
 tvm = pytest.importorskip("tvm", reason="Apache TVM is not installed (pip install 'edgedistill[tvm]')")
 
 from edgedistill.backends.tvm import fused_shift  # noqa: E402 - needs tvm
+from edgedistill.backends.tvm.layout import to_channels_last  # noqa: E402
 from edgedistill.backends.tvm.onnx_import import onnx_to_relax  # noqa: E402
 
 SHAPE = (1, 3, 11, 14)  # odd, non-square: stride-2 blocks round up
@@ -72,7 +73,8 @@ def exports(net: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
 
 def _relax(path: Path, shape: tuple[int, ...] = SHAPE):  # noqa: ANN202 - a tvm.IRModule
-    return onnx_to_relax(onnx.load(str(path)), INPUT_NAME, shape)
+    """The CPU graph compile_onnx fuses: imported, then channels-last."""
+    return to_channels_last(onnx_to_relax(onnx.load(str(path)), INPUT_NAME, shape))
 
 
 def _run(mod, x: np.ndarray) -> np.ndarray:  # noqa: ANN001 - a tvm.IRModule
@@ -88,27 +90,33 @@ def _prim_names(mod) -> list[str]:  # noqa: ANN001
     return [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
 
 
-@pytest.mark.parametrize("form", ["trained", "onehot"])
-def test_each_shift_becomes_one_kernel_with_the_same_outputs(net: nn.Module, exports: dict[str, Path], form: str) -> None:
-    mod = _relax(exports[form])
-    fused, counts = fused_shift.fuse_shift_conv(mod)
-    assert counts["shift_conv"] == counts[form] == SHIFTS  # the real depthwise → 1×1 is not one of them
+def test_each_shift_becomes_one_kernel_with_the_same_outputs(net: nn.Module, exports: dict[str, Path]) -> None:
+    mod = _relax(exports["onehot"])
+    fused, count = fused_shift.fuse_shift_conv(mod)
+    assert count == SHIFTS  # the real depthwise → 1×1 is not one of them
     names = _prim_names(fused)
     assert sum(name.startswith(fused_shift.PRIMFUNC_NAME) for name in names) == SHIFTS
-    ops = {str(b.value.op.name) for b in fused["main"].body.blocks[0].bindings if hasattr(b.value.op, "name")}
-    assert "relax.concat" not in ops  # no shifted copy left to write
     convs = [b.value for b in fused["main"].body.blocks[0].bindings if getattr(b.value.op, "name", "") == "relax.nn.conv2d"]
     assert sorted(int(c.attrs.groups) for c in convs) == [1, 1, 24]  # stem, the real depthwise and its 1×1
+    assert {str(c.attrs.data_layout) for c in convs} == {"NHWC"}
 
     x = np.random.default_rng(1).standard_normal(SHAPE).astype(np.float32)
-    reference = ort.InferenceSession(str(exports[form])).run(None, {INPUT_NAME: x})[0]
+    reference = ort.InferenceSession(str(exports["onehot"])).run(None, {INPUT_NAME: x})[0]
     with torch.no_grad():
         eager = net(torch.from_numpy(x)).numpy()
     got = _run(fused, x)
     np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got, eager, rtol=1e-4, atol=1e-4)
-    unpadded, _ = fused_shift.fuse_shift_conv(mod, padded=False)  # bounds tested per read instead of a zero border
-    np.testing.assert_allclose(_run(unpadded, x), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_the_trained_forms_shift_is_left_to_the_plain_kernels(exports: dict[str, Path]) -> None:
+    """Pad + K² Slices + Concat is not matched (the fused form compiles the one-hot graph); it still computes the network."""
+    mod = _relax(exports["trained"])
+    fused, count = fused_shift.fuse_shift_conv(mod)
+    assert count == 0 and fused.same_as(mod)
+    x = np.random.default_rng(1).standard_normal(SHAPE).astype(np.float32)
+    reference = ort.InferenceSession(str(exports["trained"])).run(None, {INPUT_NAME: x})[0]
+    np.testing.assert_allclose(_run(mod, x), reference, rtol=1e-5, atol=1e-5)
 
 
 def test_only_exact_one_hot_depthwise_weights_count_as_a_shift() -> None:
@@ -135,10 +143,9 @@ def test_a_one_hot_conv_in_another_channel_order_reads_a_table(tmp_path: Path) -
     path = export_onnx(nn.Sequential(conv, pointwise).eval(), shape, tmp_path / "table.onnx").path
     x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
     reference = ort.InferenceSession(str(path)).run(None, {INPUT_NAME: x})[0]
-    for padded in (True, False):
-        fused, counts = fused_shift.fuse_shift_conv(_relax(path, shape), padded=padded)
-        assert counts["shift_conv"] == 1
-        np.testing.assert_allclose(_run(fused, x), reference, rtol=1e-5, atol=1e-5)
+    fused, count = fused_shift.fuse_shift_conv(_relax(path, shape))
+    assert count == 1
+    np.testing.assert_allclose(_run(fused, x), reference, rtol=1e-5, atol=1e-5)
 
 
 def test_interleaved_layout_is_recognised() -> None:
@@ -168,21 +175,20 @@ def test_metaschedule_sees_the_fused_kernel_as_a_tuned_task(exports: dict[str, P
     assert all(any(op in name for op in TUNED_OPS) for name in shift_tasks)
 
 
-def _shift_tasks(path: Path, padded: bool = True) -> list:
+def _shift_tasks(path: Path) -> list:
     """MetaSchedule's tuning tasks of the fused kernels of the ONNX model at ``path``."""
     from tvm.s_tir import meta_schedule as ms
 
     from edgedistill.backends.tvm.tuning import fuse_kernels
 
     shape = SHAPE if path.stem != "table" else (1, 12, 9, 10)
-    fused, _ = fused_shift.fuse_shift_conv(_relax(path, shape), padded=padded)
+    fused, _ = fused_shift.fuse_shift_conv(_relax(path, shape))
     target = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 2})
     tasks = ms.relax_integration.extract_tasks(fuse_kernels(fused, target), target)
     return [task for task in tasks if fused_shift.PRIMFUNC_NAME in task.task_name]
 
 
-@pytest.mark.parametrize("padded", [True, False])
-def test_every_tiling_of_the_shift_template_computes_the_same_kernel(exports: dict[str, Path], padded: bool) -> None:
+def test_every_tiling_of_the_shift_template_computes_the_same_kernel(exports: dict[str, Path]) -> None:
     """Each fused task (stride 1 and 2, odd sizes, tail channels, bias and ReLU behind it) scheduled by
     the template with several sampled tilings: each build gives what the unscheduled kernel gives."""
     from tvm import s_tir
@@ -190,7 +196,7 @@ def test_every_tiling_of_the_shift_template_computes_the_same_kernel(exports: di
 
     from edgedistill.backends.tvm.conv_schedule import schedule_sampled
 
-    tasks = _shift_tasks(exports["onehot"], padded)
+    tasks = _shift_tasks(exports["onehot"])
     assert len(tasks) == SHIFTS
     for task in tasks:
         func = task.dispatched[0]

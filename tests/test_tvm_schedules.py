@@ -1,6 +1,6 @@
-"""Untuned TVM CPU code: dense conv weights stored HWIO, the direct-conv template's two register
-tiles, and every kernel given its default schedule (conv template, matmul, parallel loops)
-computing exactly what the unscheduled kernel does."""
+"""TVM's CPU code: channels-last, the direct-conv template's tiles, and every kernel given its
+default schedule (conv template, matmul, parallel loops) computing exactly what the unscheduled
+kernel does."""
 
 from __future__ import annotations
 
@@ -20,18 +20,18 @@ from edgedistill.export.onnx_export import INPUT_NAME, export_onnx
 tvm = pytest.importorskip("tvm", reason="Apache TVM is not installed (pip install 'edgedistill[tvm]')")
 
 from edgedistill.backends.tvm import conv_schedule  # noqa: E402 - needs tvm
-from edgedistill.backends.tvm.fused_shift import PRIMFUNC_NAME, fuse_shift_conv  # noqa: E402
+from edgedistill.backends.tvm.fused_shift import PRIMFUNC_NAME, _Graph, fuse_shift_conv  # noqa: E402
 from edgedistill.backends.tvm.onnx_import import onnx_to_relax  # noqa: E402
 from edgedistill.backends.tvm.tuning import fuse_kernels  # noqa: E402
 from edgedistill.backends.tvm.untuned import SCHEDULES, schedule_untuned  # noqa: E402
-from edgedistill.backends.tvm.weight_layout import HWIO, conv_weights_hwio  # noqa: E402
+from edgedistill.backends.tvm.layout import to_channels_last  # noqa: E402
 
 SHAPE = (1, 3, 20, 22)  # non-square; odd sizes after the stride-2 stem and pooling
 
 
 class TinyImageNet(nn.Module):
     """An ImageNet-shaped network in miniature: a stride-2 7×7 stem, 3×3/2 max pooling, a shift block,
-    a depthwise → 1×1 block, global mean and a classifier wider than a vector."""
+    a depthwise → 1×1 block, a grouped conv, global mean and a classifier wider than a vector."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,12 +39,13 @@ class TinyImageNet(nn.Module):
         self.shift = nn.Sequential(ShiftConv2d(32, 32), nn.BatchNorm2d(32), nn.ReLU())
         self.depthwise = nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False)
         self.pointwise = nn.Conv2d(32, 48, 1)
+        self.grouped = nn.Conv2d(48, 48, 3, padding=1, groups=4)  # 12 channels a group
         self.fc = nn.Linear(48, 37)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.shift(self.stem(x))
         x = torch.relu(self.pointwise(self.depthwise(x)))
-        return self.fc(x.mean((2, 3)))
+        return self.fc(torch.relu(self.grouped(x)).mean((2, 3)))
 
 
 DENSE_CONVS = 2  # the stem and the pointwise conv; the shift's 1×1 becomes part of the fused kernel
@@ -62,9 +63,8 @@ def _target():  # noqa: ANN202 - a tvm.target.Target
 
 
 def _prepared(path: Path):  # noqa: ANN202 - a tvm.IRModule
-    """What compile_onnx schedules: fused shift kernels, HWIO weights, legalized and fused to TIR."""
-    mod, _ = fuse_shift_conv(onnx_to_relax(onnx.load(str(path)), INPUT_NAME, SHAPE))
-    mod, _ = conv_weights_hwio(mod)
+    """What compile_onnx schedules: channels-last, fused shift kernels, legalized and fused to TIR."""
+    mod, _ = fuse_shift_conv(to_channels_last(onnx_to_relax(onnx.load(str(path)), INPUT_NAME, SHAPE)))
     return fuse_kernels(mod, _target())
 
 
@@ -72,32 +72,33 @@ def _kernels(mod) -> dict[str, object]:  # noqa: ANN001
     return {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
 
 
-def test_dense_conv_weights_become_hwio_and_grouped_ones_stay_oihw(onnx_path: Path) -> None:
-    mod, _ = fuse_shift_conv(onnx_to_relax(onnx.load(str(onnx_path)), INPUT_NAME, SHAPE))
-    rewritten, count = conv_weights_hwio(mod)
-    assert count == DENSE_CONVS
-    layouts = {}
-    for binding in rewritten["main"].body.blocks[0].bindings:
-        if getattr(binding.value.op, "name", "") == "relax.nn.conv2d":
-            attrs = binding.value.attrs
-            layouts[int(attrs.groups)] = layouts.get(int(attrs.groups), set()) | {str(attrs.kernel_layout)}
-    assert layouts == {1: {HWIO}, 32: {"OIHW"}}  # the depthwise conv keeps its layout
+def test_the_cpu_graph_is_channels_last_from_its_input_on(onnx_path: Path) -> None:
+    """Every conv NHWC with HWIO weights; the only activation transposed is the NCHW input: none
+    around the convs, the pooling or the mean."""
+    mod = to_channels_last(onnx_to_relax(onnx.load(str(onnx_path)), INPUT_NAME, SHAPE))
+    bindings = mod["main"].body.blocks[0].bindings
+    convs = [b.value for b in bindings if getattr(b.value.op, "name", "") == "relax.nn.conv2d"]
+    assert len(convs) == 6  # stem, one-hot depthwise and 1×1 of the shift, depthwise, pointwise, grouped
+    assert {(str(c.attrs.data_layout), str(c.attrs.kernel_layout), str(c.attrs.out_layout)) for c in convs} == {("NHWC", "HWIO", "NHWC")}
+    graph = _Graph(mod["main"])  # (weights and biases are transposed too: constants, folded later)
+    moved = [b.value for b in bindings if getattr(b.value.op, "name", "") == "relax.permute_dims" and graph.constant(b.value) is None]
+    assert len(moved) == 1 and moved[0].args[0].same_as(mod["main"].params[0])  # the input; the mean keeps channels last
 
 
-def test_each_conv_kernel_gets_the_register_tile_of_its_weight_layout(onnx_path: Path) -> None:
+def test_a_grouped_convs_channel_vector_stays_inside_one_group(onnx_path: Path) -> None:
     from tvm import s_tir
 
-    modes = {}  # conv block name -> register tiles of the kernels holding one
+    limits = {}
     for func in _kernels(_prepared(onnx_path)).values():
         sch = s_tir.Schedule(func)
         block = conv_schedule.conv_block(sch)
         if block is not None:
-            modes.setdefault(sch.get(block).name_hint, []).append(conv_schedule.register_tile(sch, block))
-    assert modes == {
-        "conv2d_nchw": [conv_schedule.CHANNELS] * DENSE_CONVS,  # HWIO weights: a vector of output channels
-        PRIMFUNC_NAME: [conv_schedule.CHANNELS],  # the fused kernel reads its 1×1 weights (C, O)
-        "group_conv2d_nchw": [conv_schedule.WIDTH],  # one input plane per output channel: along the row
-    }
+            limits.setdefault(sch.get(block).name_hint, set()).add(conv_schedule.inner_limits(sch, block)["o"])
+    assert limits == {"conv2d_nhwc": {conv_schedule.MAX_INNER["o"]}, PRIMFUNC_NAME: {conv_schedule.MAX_INNER["o"]},
+                      "group_conv2d_nhwc": {conv_schedule.MAX_INNER["o"], 12}}  # depthwise: any vector; 4 groups of 12
+    assert conv_schedule.default_tiles({"y": 10, "x": 11, "o": 48}, 16, 12)["o"] == 12
+    assert conv_schedule.default_tiles({"y": 56, "x": 56, "o": 64}, 16, 64) == {"y": 1, "x": 8, "o": 32}
+    assert conv_schedule.default_tiles({"y": 7, "x": 7, "o": 512}, 4, 64) == {"y": 1, "x": 7, "o": 8}
 
 
 def _run_kernel(mod, args: list[np.ndarray]) -> np.ndarray:  # noqa: ANN001 - an IRModule of one kernel
@@ -121,8 +122,9 @@ def _kernel_modules(path: Path) -> dict[str, object]:
 
 @pytest.mark.parametrize("lanes", [1, 16])  # TinyImageNet's kernels are big enough for two threads with 1 lane, not with 16
 def test_every_template_kernel_at_its_defaults_and_sampled_tiles_computes_the_unscheduled_kernel(onnx_path: Path, lanes: int) -> None:
-    """Stem (stride 2, 7×7, odd output), fused shift, depthwise and pointwise convs, in parallel or
-    not: the default tiles and several sampled ones give exactly what TVM's unscheduled kernel gives."""
+    """Stem (stride 2, 7×7, odd output), fused shift, depthwise, pointwise and grouped convs, in
+    parallel or not: the default tiles and several sampled ones give exactly what TVM's unscheduled
+    kernel gives."""
     from tvm import s_tir
 
     checked = 0
@@ -136,7 +138,7 @@ def test_every_template_kernel_at_its_defaults_and_sampled_tiles_computes_the_un
             conv_schedule.schedule_sampled(sch, lanes)
             np.testing.assert_allclose(_run_kernel(sch.mod, args), expected, rtol=1e-5, atol=1e-5, err_msg=f"{name} seed {seed}")
         checked += 1
-    assert checked >= DENSE_CONVS + 2
+    assert checked == DENSE_CONVS + 3  # and the fused shift, the depthwise, the grouped conv
 
 
 def test_a_kernel_runs_in_parallel_only_with_the_work_for_two_threads(onnx_path: Path) -> None:
@@ -144,10 +146,14 @@ def test_a_kernel_runs_in_parallel_only_with_the_work_for_two_threads(onnx_path:
     (a bar 16 times lower) in parallel; the default and the sampled tiles agree."""
     from tvm import s_tir
 
-    stem = next(mod for name, (mod, _, _) in _kernel_modules(onnx_path).items() if "conv2d_add_relu" in name and "shift" not in name)
-    sch = s_tir.Schedule(stem)
-    macs = int(np.prod([int(sch.get(loop).extent) for loop in sch.get_loops(conv_schedule.conv_block(sch))]))
-    assert macs == 32 * 10 * 11 * 3 * 7 * 7  # 32 channels of a 10×11 output (stride 2), 3 input channels, 7×7
+    def loop_extents(mod) -> list[int]:  # noqa: ANN001
+        sch = s_tir.Schedule(mod)
+        block = conv_schedule.conv_block(sch)
+        return [int(sch.get(loop).extent) for loop in sch.get_loops(block)] if block is not None else []
+
+    (stem,) = [mod for mod, _, _ in _kernel_modules(onnx_path).values() if loop_extents(mod)[-3:] == [7, 7, 3]]
+    macs = int(np.prod(loop_extents(stem)))
+    assert macs == 10 * 11 * 32 * 7 * 7 * 3  # a 10×11 output (stride 2) of 32 channels, 7×7 over 3 input channels
     for lanes in (1, 16):
         parallel = conv_schedule.worth_parallel(macs, lanes)
         assert parallel == (lanes == 1)
@@ -200,5 +206,5 @@ def test_the_untuned_library_computes_the_network(onnx_path: Path, tmp_path: Pat
     reference = ort.InferenceSession(str(onnx_path)).run(None, {INPUT_NAME: x})[0]
     artifact = compile_onnx(onnx_path, load_target("host"), tmp_path / "tiny.so", input_name=INPUT_NAME, input_shape=SHAPE,
                             fuse_shift=True)
-    assert artifact.default_scheduled["conv"] >= DENSE_CONVS + 2 and artifact.default_scheduled["matmul"] == 1
+    assert artifact.default_scheduled["conv"] == DENSE_CONVS + 3 and artifact.default_scheduled["matmul"] == 1
     np.testing.assert_allclose(run_local(artifact.path, x), reference, rtol=1e-5, atol=1e-5)

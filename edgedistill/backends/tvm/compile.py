@@ -12,8 +12,8 @@
 * ``tune_trials > 0`` tunes the CPU code with MetaSchedule into the target's one database,
   shared by every model (see :mod:`edgedistill.backends.tvm.tuning`); candidates run here, or on
   a board through an RPC tracker (``tuning_board``).
-* dense conv weights are stored HWIO in the CPU code (:mod:`edgedistill.backends.tvm.weight_layout`),
-  so that conv kernels vectorise over output channels;
+* the CPU code is channels-last (NHWC activations, HWIO weights; :mod:`edgedistill.backends.tvm.layout`),
+  so that conv kernels vectorise over output channels end to end; the library still takes NCHW;
 * every kernel that no tuning record covers (all of them with ``tune_trials=0``) gets a default
   schedule (:mod:`edgedistill.backends.tvm.untuned`: the direct-convolution template for convs,
   parallel and vectorised loops for the rest); TVM itself would compile it as naive scalar loops on
@@ -42,7 +42,7 @@ from edgedistill.export.targets import Target, host_arch, host_can_run
 from edgedistill.backends.tvm.fused_shift import fuse_for_compile
 from edgedistill.backends.tvm.onnx_import import FALLBACK_HINT, import_tvm, onnx_to_relax
 from edgedistill.backends.tvm.untuned import schedule_untuned
-from edgedistill.backends.tvm.weight_layout import conv_weights_hwio
+from edgedistill.backends.tvm.layout import to_channels_last
 from edgedistill.backends.tvm.tuning import BoardRunner, apply_tuning, database_dir, default_tuning_dir, fuse_kernels
 from edgedistill.toolchains import cc
 from edgedistill.utils.atomic import atomic_path
@@ -209,8 +209,8 @@ def compile_onnx(
     report(f"importing {Path(onnx_path).name} into TVM Relax ({len(model.graph.node)} nodes)")
     mod = onnx_to_relax(model, input_name, input_shape)
 
-    cpu_mod, fused = fuse_for_compile(mod, fuse_shift, report)  # each shift → 1×1 conv as one kernel (CPU code)
-    cpu_mod, _ = conv_weights_hwio(cpu_mod)  # weights output-channel innermost: the conv template's vectors
+    cpu_mod = to_channels_last(mod)  # NHWC: the conv template's channel vectors are contiguous everywhere
+    cpu_mod, fused = fuse_for_compile(cpu_mod, fuse_shift, report)  # each shift → 1×1 conv as one kernel
     tuning = None
     if tune_trials > 0:
         # One database per target, shared by every model: MetaSchedule keys records by each kernel's TIR.

@@ -9,26 +9,23 @@ shift kernel of the 64-channel 56×56 block took 4.9 ms, where this template tak
 its ResNet-20 teacher (1.8 ms) was slower than this template's untuned default (1.0 ms). Measured
 2026-12-03 on this 2-core AVX-512 host, interleaved.
 
-**The template** (:func:`schedule_conv`), for a kernel whose reduction block computes an NCHW
-output ``(n, o, y, x)`` (``conv2d_nchw``, ``group_conv2d_nchw`` — depthwise included — and the fused
-``shift_conv2d``):
+**The template** (:func:`schedule_conv`), for a kernel whose reduction block computes a
+channels-last output ``(n, y, x, o)`` (``conv2d_nhwc``, ``group_conv2d_nhwc`` — depthwise
+included — and the fused ``shift_conv2d``; the CPU graph is NHWC, see
+:mod:`edgedistill.backends.tvm.layout`):
 
 * each output tile is accumulated in a local buffer (``cache_write``); the bias, residual add and
   ReLU Relax fused behind the conv are inlined into its write-back;
-* ``o``, ``y`` and ``x`` are split into (outer, inner) without a tail (a tail predicate stops LLVM
+* ``y``, ``x`` and ``o`` are split into (outer, inner) without a tail (a tail predicate stops LLVM
   vectorising); the reduction runs between the outer and inner loops, and the inner ones are the
-  register tile, in one of two modes (:func:`register_tile`):
-
-  - *channels* (dense convs, whose weights are HWIO, and the fused shift kernel): a vector of output
-    channels, times a patch of pixels unrolled; each step loads one weight vector and broadcasts one
-    input pixel per accumulator, so neither strides (the stride-2 7×7 stem) nor rows of 7 or 14
-    pixels waste vector lanes. The outer loops run rows outside channels, so that a thread's
-    consecutive tiles read the same input rows;
-  - *width* (depthwise and grouped convs: each channel reads its own input plane): a vector along
-    the output row, times output channels and rows unrolled;
-
-* the outer (n, o, y) loops run in parallel, and so does each stage before the conv (its zero
-  border), when the kernel has the work for two threads (:func:`worth_parallel`).
+  register tile: a vector of output channels times a patch of pixels, unrolled. A dense conv (HWIO
+  weights) and the fused shift kernel load one weight vector per step and broadcast one input
+  pixel per accumulator; a depthwise conv loads a vector of input channels per pixel. Neither a
+  stride (the 7×7 stride-2 stem) nor rows of 7 or 14 pixels waste vector lanes, and the write-back
+  (with its epilogue) stores whole vectors of channels;
+* the outer (n, y, o) loops run in parallel, rows outside channels (a thread's consecutive tiles
+  read the same input rows), and so does each stage before the conv (its zero border), when the
+  kernel has the work for two threads (:func:`worth_parallel`).
 
 **Tuned** (:func:`conv_space`): conv tasks search this template, the inner tile sizes sampled as
 perfect tiles, which MetaSchedule's evolutionary search, cost model and tile-size mutator explore
@@ -54,23 +51,26 @@ from typing import Any
 
 from edgedistill.backends.tvm.fused_shift import PRIMFUNC_NAME
 
-SPACE = "edgedistill-direct-conv/3"
-CONV_BLOCKS = ("conv2d_nchw", "group_conv2d_nchw", PRIMFUNC_NAME)
-"""Reduction blocks the template schedules: TOPI's NCHW convs (LegalizeOps) and the fused shift kernel."""
-CHANNELS, WIDTH = "channels", "width"
-"""The template's two register tiles: vectorised over output channels, or over the output row."""
-MAX_INNER = {CHANNELS: {"o": 64, "y": 8, "x": 16}, WIDTH: {"o": 16, "y": 4, "x": 16}}
+SPACE = "edgedistill-direct-conv/4"
+CONV_BLOCKS = ("conv2d_nhwc", "group_conv2d_nhwc", PRIMFUNC_NAME)
+"""Reduction blocks the template schedules: TOPI's NHWC convs (LegalizeOps) and the fused shift kernel."""
+MAX_INNER = {"y": 8, "x": 16, "o": 64}
 """Largest inner tile the search may sample per axis."""
 DEFAULT_ACCUMULATORS = 16
 """Vector accumulators of a default tile (AVX-512 and NEON have 32 vector registers)."""
+DEFAULT_CHANNEL_VECTORS = 2
+"""Vectors of output channels in a default tile (then 8 pixels): of 2×8 pixels × 1 vector, 8 × 2
+and 4 × 4 tried on ResNet-18's 1×1 and 7×7 convs (2026-12-07), 8 pixels × 2 vectors was best or
+within 5 % of it on each."""
 PARALLEL_MIN_VECTOR_MACS = 64 * 1024
 """A kernel runs in parallel only with at least this much work, in vector multiply-adds (its
 multiply-adds or loop iterations over the target's float32 lanes): below that, waking the thread
 pool and waiting for it costs more than the second thread saves. Measured 2026-12-07 on this 2-core
-AVX-512 host (16 lanes, so 1 M multiply-adds): every kernel of ResNet-20's shift student at 32×32
-(0.13-0.6 M) ran faster on one thread (the network 0.275 -> 0.222 ms), its teacher's 3×3 convs
-(2.4 M) on two. With NEON's 4 lanes the bar is 256 K multiply-adds."""
-Tiler = Callable[[Any, str, Any], list[Any]]  # (schedule, axis name, loop) -> split factors
+AVX-512 host (16 lanes, so 1 M multiply-adds), ResNet-20 at 32×32 on 2 threads with bars of 1 K,
+16 K, 64 K vector MACs and none parallel: shift student (kernels of 0.13-0.44 M MACs) 0.16, 0.16,
+0.13, 0.14 ms; teacher (3×3 convs of 1.2-2.4 M) 0.42, 0.40, 0.41, 0.58 ms. With NEON's 4 lanes
+the bar is 256 K multiply-adds."""
+Tiler = Callable[[Any, str, Any, int], list[Any]]  # (schedule, axis name, loop, largest inner size) -> split factors
 
 
 def conv_block(sch: Any) -> Any | None:
@@ -109,29 +109,16 @@ def default_schedule(mod: Any, lanes: int) -> Any | None:
     if conv is None:
         return None
     try:
-        schedule_conv(sch, conv, _default(sch, conv), lanes)
+        schedule_conv(sch, conv, _default(sch, conv, lanes), lanes)
     except s_tir.ScheduleError:
         return None
     return sch
 
 
-def register_tile(sch: Any, conv: Any) -> str:
-    """:data:`CHANNELS` when the conv's weights are contiguous in the output channel (the innermost
-    index of a weight read is the block's ``o``: dense convs with HWIO weights, see
-    :mod:`~edgedistill.backends.tvm.weight_layout`, and the fused shift kernel), else :data:`WIDTH`
-    (depthwise and grouped convs: each output channel reads its own input channel, so a vector over
-    channels would gather)."""
-    block = sch.get(conv)
-    o = block.iter_vars[1].var
-    return CHANNELS if any(len(read.region) >= 2 and read.region[-1].min.same_as(o) for read in block.reads) else WIDTH
-
-
-def schedule_conv(sch: Any, conv: Any, tile: Callable[[str], Tiler], lanes: int) -> None:
-    """Apply the template to the conv block ``conv`` of ``sch``, each (outer, inner) split by
-    ``tile(mode)`` for the block's :func:`register_tile` mode; in parallel when the kernel has the
-    work for it on a target with ``lanes`` float32 lanes (:func:`worth_parallel`)."""
-    mode = register_tile(sch, conv)
-    tiler = tile(mode)
+def schedule_conv(sch: Any, conv: Any, tile: Tiler, lanes: int) -> None:
+    """Apply the template to the conv block ``conv`` of ``sch``, each (outer, inner) split by ``tile``;
+    in parallel when the kernel has the work for it on a target with ``lanes`` float32 lanes
+    (:func:`worth_parallel`)."""
     macs = 1
     for loop in sch.get_loops(conv):
         macs *= int(sch.get(loop).extent)
@@ -140,33 +127,25 @@ def schedule_conv(sch: Any, conv: Any, tile: Callable[[str], Tiler], lanes: int)
     accumulate = sch.cache_write(conv, 0, "local")
     while consumers := sch.get_consumers(accumulate):  # bias, residual add, ReLU: into the write-back
         sch.reverse_compute_inline(consumers[0])
-    n, o, y, x, *reduction = sch.get_loops(conv)
-    (o_out, o_in), (y_out, y_in), (x_out, x_in) = (sch.split(loop, tiler(sch, name, loop)) for name, loop in (("o", o), ("y", y), ("x", x)))
-    if mode == CHANNELS:
-        # Rows outside channels: a thread's consecutive tiles read the same input rows (cache hits).
-        sch.reorder(n, y_out, o_out, x_out, *reduction, y_in, x_in, o_in)
-        outer = sch.fuse(n, y_out, o_out)
-        sch.unroll(y_in)
-        sch.unroll(x_in)
-        sch.vectorize(o_in)
-    else:
-        sch.reorder(n, o_out, y_out, x_out, *reduction, o_in, y_in, x_in)
-        outer = sch.fuse(n, o_out, y_out)
-        sch.unroll(o_in)
-        sch.unroll(y_in)
-        sch.vectorize(x_in)
+    limits = inner_limits(sch, conv)
+    n, y, x, o, *reduction = sch.get_loops(conv)
+    (y_out, y_in), (x_out, x_in), (o_out, o_in) = (sch.split(loop, tile(sch, name, loop, limits[name]))
+                                                   for name, loop in (("y", y), ("x", x), ("o", o)))
+    sch.reorder(n, y_out, o_out, x_out, *reduction, y_in, x_in, o_in)
+    outer = sch.fuse(n, y_out, o_out)
+    sch.unroll(y_in)
+    sch.unroll(x_in)
+    sch.vectorize(o_in)
     if parallel:
         sch.parallel(outer)
-    # The write-back (with the epilogue) along the output row: its loops kept even where a tile size is
-    # 1, so that their number does not depend on the sampled sizes (a trace whose instructions change
-    # their number of outputs cannot be replayed with other sizes).
+    # The write-back: its loops kept even where a tile size is 1, so that their number does not
+    # depend on the sampled sizes (a trace whose instructions change their number of outputs cannot
+    # be replayed with other sizes).
     sch.reverse_compute_at(accumulate, x_out, preserve_unit_loops=True)
-    *_, wb_o, wb_y, wb_x = sch.get_loops(accumulate)
-    sch.unroll(wb_o)
+    *_, wb_y, wb_x, wb_o = sch.get_loops(accumulate)
     sch.unroll(wb_y)
-    sch.vectorize(wb_x)
-    if mode == CHANNELS:  # the accumulator channel-innermost, so that its vectors are contiguous
-        sch.transform_layout(conv, ("write", 0), lambda n, o, y, x: (n, y, x, o))
+    sch.unroll(wb_x)
+    sch.vectorize(wb_o)
     sch.decompose_reduction(conv, reduction[0])
     for producer in producers:  # the zero border (pad_temp, shift_pad): a stage of its own, in parallel
         loops = sch.get_loops(producer)
@@ -174,43 +153,47 @@ def schedule_conv(sch: Any, conv: Any, tile: Callable[[str], Tiler], lanes: int)
             sch.parallel(sch.fuse(*loops[:2]))
 
 
-def _sampled(mode: str) -> Tiler:
-    return lambda sch, name, loop: sch.sample_perfect_tile(loop, n=2, max_innermost_factor=MAX_INNER[mode][name])
+def inner_limits(sch: Any, conv: Any) -> dict[str, int]:
+    """Largest inner tile per axis: :data:`MAX_INNER`, and for a grouped conv a vector of output
+    channels inside one group (its input channel is then one broadcast scalar; a depthwise conv,
+    one input channel per output channel, reads a vector of input channels instead)."""
+    block = sch.get(conv)
+    limits = dict(MAX_INNER)
+    per_group_in = int(block.iter_vars[-1].dom.extent)
+    if block.name_hint == "group_conv2d_nhwc" and per_group_in > 1:
+        groups = int(block.reads[0].source.shape[-1]) // per_group_in  # reads[0]: the padded input
+        limits["o"] = max(1, min(limits["o"], int(block.iter_vars[3].dom.extent) // groups))
+    return limits
+
+
+def _sampled(sch: Any, name: str, loop: Any, limit: int) -> list[Any]:
+    return sch.sample_perfect_tile(loop, n=2, max_innermost_factor=limit)
 
 
 def _largest_divisor(extent: int, limit: int) -> int:
     return max(d for d in range(1, min(extent, limit) + 1) if extent % d == 0)
 
 
-def default_tiles(mode: str, extents: dict[str, int]) -> dict[str, int]:
-    """The inner tile of the untuned default: about :data:`DEFAULT_ACCUMULATORS` vector accumulators.
-
-    Channels: 16 channels × a 2×8 patch of pixels, more channels when the rows are short (7 wide:
-    32 × 1×7); width: 8 channels × 2 rows × up to 16 pixels (the best of a sweep of the 64-channel
-    56×56 fused block, 2026-12-03). Measured 2026-12-05 on this 2-core AVX-512 host, 2 threads:
-    the channels tile against the width tile, ResNet-18 stem 0.56 vs 1.16 ms, 512 channels 7×7
-    0.84 vs 1.45, 16 channels 32×32 0.014 vs 0.030, 256 channels 14×14 0.50 vs 0.54.
-    """
-    if mode == WIDTH:
-        return {name: _largest_divisor(extents[name], limit) for name, limit in (("o", 8), ("y", 2), ("x", 16))}
-    x = _largest_divisor(extents["x"], 8)
-    y = _largest_divisor(extents["y"], max(1, DEFAULT_ACCUMULATORS // x))
-    o = _largest_divisor(extents["o"], 16 * max(1, DEFAULT_ACCUMULATORS // (x * y)))
-    return {"o": o, "y": y, "x": x}
+def default_tiles(extents: dict[str, int], lanes: int, channel_limit: int) -> dict[str, int]:
+    """The inner tile of the untuned default: :data:`DEFAULT_CHANNEL_VECTORS` vectors of output
+    channels (fewer when the conv has fewer channels, or ``channel_limit`` says so) times a patch of
+    pixels, about :data:`DEFAULT_ACCUMULATORS` vector accumulators in all: 32 channels × 8 pixels
+    with AVX-512, 8 × 8 with NEON; rows of 7 give 7 pixels."""
+    o = _largest_divisor(extents["o"], min(channel_limit, DEFAULT_CHANNEL_VECTORS * lanes))
+    pixels = max(1, DEFAULT_ACCUMULATORS // max(1, o // lanes))
+    x = _largest_divisor(extents["x"], pixels)
+    y = _largest_divisor(extents["y"], max(1, pixels // x))
+    return {"y": y, "x": x, "o": o}
 
 
-def _default(sch: Any, conv: Any) -> Callable[[str], Tiler]:
+def _default(sch: Any, conv: Any, lanes: int) -> Tiler:
     """The default tiles, as samples of the tuned space with their decisions fixed: the trace is a
     point of that space, which the search can start from and mutate (see tuning's seeding)."""
-    _, o, y, x, *_ = sch.get_loops(conv)
-    extents = {name: int(sch.get(loop).extent) for name, loop in (("o", o), ("y", y), ("x", x))}
-
-    def tiler(mode: str) -> Tiler:
-        inner = default_tiles(mode, extents)
-        return lambda sch, name, loop: sch.sample_perfect_tile(
-            loop, n=2, max_innermost_factor=MAX_INNER[mode][name], decision=[extents[name] // inner[name], inner[name]])
-
-    return tiler
+    _, y, x, o, *_ = sch.get_loops(conv)
+    extents = {name: int(sch.get(loop).extent) for name, loop in (("y", y), ("x", x), ("o", o))}
+    inner = default_tiles(extents, lanes, inner_limits(sch, conv)["o"])
+    return lambda sch, name, loop, limit: sch.sample_perfect_tile(
+        loop, n=2, max_innermost_factor=limit, decision=[extents[name] // inner[name], inner[name]])
 
 
 def schedule_sampled(sch: Any, lanes: int) -> None:
