@@ -220,8 +220,8 @@ FALLBACKS: dict[tuple[str, str], Fallback] = {
         "onehot", "measured best with onnxruntime 1.32 on x86-64 (ResNet-20 shift 32×32, 2 threads: onehot 0.27 ms, "
                   "trained 1.09; ResNet-18 224×224: 7.6 vs 13.5 ms; 2026-12)"),
     ("tvm", ANY_CPU): Fallback(
-        "fused", "measured best with TVM 0.27 on x86-64 (ResNet-20 shift 32×32 untuned, 2 threads: fused 0.44 ms, "
-                 "onehot 0.57, trained 0.71, folded 0.88; 2026-12-03)"),
+        "fused", "measured best with TVM 0.27 on x86-64 (ResNet-20 shift 32×32 untuned, channels-last, 2 threads: "
+                 "fused 0.16 ms, onehot 0.19, folded 0.44, trained 0.46; 2026-12-07)"),
 }
 """(backend, CPU architecture) -> the form measured best there. Only the shift has a choice without
 timing (folded wins only where measured); group and depthwise layers stay as trained. A form that

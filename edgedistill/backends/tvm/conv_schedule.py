@@ -86,6 +86,14 @@ def vector_lanes(target: Any) -> int:
     return max(1, codegen.llvm_get_vector_width(target) // 32)
 
 
+def loop_work(sch: Any, block: Any) -> int:
+    """Iterations of ``block``'s loop nest: multiply-adds, for a conv or a matmul."""
+    work = 1
+    for loop in sch.get_loops(block):
+        work *= int(sch.get(loop).extent)
+    return work
+
+
 def worth_parallel(work: int, lanes: int) -> bool:
     """Whether ``work`` multiply-adds (or loop iterations) are enough to run in parallel (see
     :data:`PARALLEL_MIN_VECTOR_MACS`)."""
@@ -119,10 +127,7 @@ def schedule_conv(sch: Any, conv: Any, tile: Tiler, lanes: int) -> None:
     """Apply the template to the conv block ``conv`` of ``sch``, each (outer, inner) split by ``tile``;
     in parallel when the kernel has the work for it on a target with ``lanes`` float32 lanes
     (:func:`worth_parallel`)."""
-    macs = 1
-    for loop in sch.get_loops(conv):
-        macs *= int(sch.get(loop).extent)
-    parallel = worth_parallel(macs, lanes)
+    parallel = worth_parallel(loop_work(sch, conv), lanes)
     producers = sch.get_producers(conv)
     accumulate = sch.cache_write(conv, 0, "local")
     while consumers := sch.get_consumers(accumulate):  # bias, residual add, ReLU: into the write-back

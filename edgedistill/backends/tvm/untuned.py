@@ -25,21 +25,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from edgedistill.backends.tvm.conv_schedule import default_schedule as conv_default, vector_lanes, worth_parallel
+from edgedistill.backends.tvm.conv_schedule import default_schedule as conv_default, loop_work, vector_lanes, worth_parallel
 
 MATMUL_VECTOR = 8
 """Output elements per accumulator of the matmul schedule (best of 8, 40, 200 for the classifier)."""
 UNROLL_REDUCTION = 64
 """Reductions of at most this many steps (a 3×3 window, a 7×7 mean) are unrolled by ``loops``."""
 DATA_PARALLEL, REDUCTION = 0, 2  # tirx IterVar types
-
-
-def _work(sch: Any, block: Any) -> int:
-    """Iterations of ``block``'s loop nest (multiply-adds, for a matmul)."""
-    work = 1
-    for loop in sch.get_loops(block):
-        work *= int(sch.get(loop).extent)
-    return work
 
 
 def _matmul(mod: Any, lanes: int) -> Any | None:
@@ -60,7 +52,7 @@ def _matmul(mod: Any, lanes: int) -> Any | None:
         return None  # the weights are not contiguous along the output: a vector would gather
     extent = int(iters[1].dom.extent)
     vector = max(d for d in range(1, min(extent, MATMUL_VECTOR) + 1) if extent % d == 0)
-    parallel = worth_parallel(_work(sch, block), lanes)
+    parallel = worth_parallel(loop_work(sch, block), lanes)
     try:
         accumulate = sch.cache_write(block, 0, "local")
         while consumers := sch.get_consumers(accumulate):  # the bias add: into the write-back
@@ -99,7 +91,7 @@ def _loops(mod: Any, lanes: int) -> Any | None:
         if len(loops) != len(kinds) or kinds != [DATA_PARALLEL] * spatial + [REDUCTION] * (len(kinds) - spatial) or not spatial:
             continue
         extents = [int(sch.get(loop).extent) for loop in loops]
-        if worth_parallel(_work(sch, block), lanes):
+        if worth_parallel(loop_work(sch, block), lanes):
             # keep a long innermost spatial loop out of the parallel one: it is what LLVM vectorises
             parallel = spatial - 1 if spatial > 1 and extents[spatial - 1] >= 8 else spatial
             sch.parallel(sch.fuse(*loops[:parallel]) if parallel > 1 else loops[0])
