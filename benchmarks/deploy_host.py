@@ -11,7 +11,7 @@ do not depend on their values, and no accuracy is claimed here.
 
 Writes benchmarks/results/deploy-host.{json,md} and prints the table.
 
-    python benchmarks/deploy_host.py                              # defaults below: ~9 min on 2 cores once tuned, ~30 the first time
+    python benchmarks/deploy_host.py                              # defaults below: ~16 min on 2 cores the first time (tuning), less once tuned
     python benchmarks/deploy_host.py --tune-trials 0 --quick      # no tuning, short timing
     python benchmarks/deploy_host.py --no-tvm --name deploy-host-lowered   # onnxruntime only, students in their fastest form
     python benchmarks/deploy_host.py --variants shift --tune-trials 256 --tune-imagenet --tvm-lowering fused \
