@@ -380,7 +380,7 @@ def notes(documents: list[dict[str, Any]]) -> list[str]:
         found.append("tvm-rpc rows are timed on the board by TVM's time evaluator; their percentiles and cv are over "
                      "means of several runs, so they spread less than per-call figures.")
     if any(r["backend"].startswith("tvm") and r.get("tvm_tuning_trials") == 0 for r in results):
-        found.append("the TVM code is untuned: its conv kernels run edgedistill's default direct-conv tiles, not tiles "
+        found.append("the TVM code is untuned: its kernels run edgedistill's default schedules (fixed conv tiles), not tiles "
                      "measured on this device; export with --tune-trials 256 (the host target's default) or more, on "
                      "the target, before comparing TVM.")
     return found

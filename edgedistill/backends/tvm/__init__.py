@@ -66,8 +66,8 @@ def _prepare(ctx: BuildContext, _first_source: Any) -> None:
     board = _tuning_board(ctx.options, ctx.target, trials)
     ctx.state["tvm_tuning"] = (trials, board)
     if trials == 0:
-        ctx.notes.append("tvm: the TVM code is untuned (conv kernels get edgedistill's default direct-conv tiles, the rest "
-                         "TVM's plain loops); export with --tune-trials N to tune it on the target")
+        ctx.notes.append("tvm: the TVM code is untuned (every kernel gets edgedistill's default schedule: fixed direct-conv "
+                         "tiles for the convs); export with --tune-trials N to tune it on the target")
     elif board is not None and board.emulated:
         ctx.notes.append(f"tvm: tuned on an emulated board ({board.key}): the schedules are correct, but chosen by "
                          "timings that mean nothing; tune on the real board before trusting TVM figures")
