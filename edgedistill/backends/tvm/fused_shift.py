@@ -82,10 +82,6 @@ def _dtype(expr: Any) -> str:
     return str(getattr(expr.ty, "dtype", ""))
 
 
-def _ints(expr: Any) -> list[int]:
-    return [int(field.value) for field in expr.fields]
-
-
 class _Graph:
     """Bindings of one Relax function: var → value, and how often each var is used."""
 
